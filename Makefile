@@ -1,0 +1,35 @@
+# Two commands on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test lint bench chaos completions clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/kctl demo
+
+test: $(STAMP)
+	$(VENV)/bin/ruff check kctl tests benchmarks
+	$(PY) -m pytest -q -m "not slow"
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check kctl tests benchmarks
+
+bench: $(STAMP)
+	$(PY) benchmarks/run.py
+
+chaos: $(STAMP)
+	$(PY) -m pytest -q -m slow tests/chaos
+
+completions: $(STAMP)
+	$(PY) -m kctl.cli.completion_gen completions
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

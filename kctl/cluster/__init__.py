@@ -1,0 +1,1 @@
+"""Processes and coordination: metadata, brokers, controller, replication and consumer groups."""

@@ -1,0 +1,1 @@
+"""Storage: one partition's bytes on disk."""
