@@ -221,12 +221,12 @@ class Cluster:
         """Controlled shutdown of one broker; False if it was not running."""
         self._check_broker(broker_id)
         try:
-            signal_broker(self.layout, broker_id, signal.SIGTERM)
+            pid = signal_broker(self.layout, broker_id, signal.SIGTERM)
         except BrokerError:
             if not self.broker_alive(broker_id):
                 return False
             raise
-        if not wait_for_exit(self.layout, broker_id, timeout):
+        if not wait_for_exit(self.layout, broker_id, timeout, pid):
             raise BrokerError(f"broker {broker_id} did not stop within {timeout:g}s")
         return True
 
@@ -243,7 +243,7 @@ class Cluster:
         self._check_broker(broker_id)
         pid = signal_broker(self.layout, broker_id, signal.SIGKILL)
         if wait:
-            wait_for_exit(self.layout, broker_id, 10.0)
+            wait_for_exit(self.layout, broker_id, 10.0, pid)
         return pid
 
     def signal_broker(self, broker_id: int, sig: int) -> int:

@@ -91,11 +91,22 @@ def signal_broker(layout: ClusterLayout, broker_id: int, sig: int) -> int:
     return pid
 
 
-def wait_for_exit(layout: ClusterLayout, broker_id: int, timeout: float) -> bool:
+def process_gone(pid: int) -> bool:
+    """True once ``pid`` has exited (a zombie waiting to be reaped counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+            fields = f.read().rsplit(")", 1)[-1].split()
+        return bool(fields) and fields[0] in ("Z", "X")
+    except OSError:
+        return True
+
+
+def wait_for_exit(layout: ClusterLayout, broker_id: int, timeout: float, pid: int | None = None) -> bool:
+    """Wait until the broker's lock is free and (given its PID) the process itself has exited."""
     deadline = time.monotonic() + timeout
     path = layout.broker_lock(broker_id)
     while time.monotonic() < deadline:
-        if not is_held(path):
+        if not is_held(path) and (pid is None or process_gone(pid)):
             return True
         time.sleep(0.01)
     return not is_held(path)
