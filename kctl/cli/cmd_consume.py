@@ -95,21 +95,34 @@ def run_consume(st: State, topics: list[str], group: str | None, partition: int 
     def on_reset(tp: tuple[str, int], old: int, new: int, why: str) -> None:
         st.warn(f"offset {old} of {tp[0]}-{tp[1]} is {why}; resetting to {new} ({reset})")
 
-    stop = {"flag": False}
+    # A signal only raises _Stop outside the group member's own calls: in the middle of a
+    # rebalance or a commit it sets the flag and the loop ends after the call returns (within a
+    # poll timeout), so group state and committed offsets stay exact.
+    stop = {"flag": False, "guard": False}
 
     def handle_term(_signum: int, _frame: Any) -> None:
         stop["flag"] = True
-        raise _Stop()
+        if not stop["guard"]:
+            raise _Stop()
 
     old_term = signal.signal(signal.SIGTERM, handle_term)
+    old_int = signal.signal(signal.SIGINT, handle_term) if group is not None else signal.getsignal(signal.SIGINT)
     consumer: Any
     if group is not None:
         from kctl.client.group import GroupConsumer
 
-        consumer = GroupConsumer(st.data_dir, group, topics, assignor=assignor, reset=reset,
-                                 start=spec, instance_id=instance_id, client_id=client_id,
-                                 auto_commit=not no_commit, on_reset=on_reset,
-                                 on_event=lambda msg: st.info(f"[dim]{msg}[/]"))
+        stop["guard"] = True
+        try:
+            consumer = GroupConsumer(st.data_dir, group, topics, assignor=assignor, reset=reset,
+                                     start=spec, instance_id=instance_id, client_id=client_id,
+                                     auto_commit=not no_commit, on_reset=on_reset,
+                                     on_event=lambda msg: st.info(f"[dim]{msg}[/]"))
+        except BaseException:
+            signal.signal(signal.SIGTERM, old_term)
+            signal.signal(signal.SIGINT, old_int or signal.default_int_handler)
+            raise
+        finally:
+            stop["guard"] = False
     else:
         from kctl.client.consumer import Consumer
 
@@ -122,29 +135,44 @@ def run_consume(st: State, topics: list[str], group: str | None, partition: int 
                     wanted[tp] = start
         consumer.assign(wanted)
     written = 0
+    guarded = group is not None
     try:
         while not stop["flag"]:
             if max_messages is not None and written >= max_messages:
                 break
-            batches = consumer.poll(0.5 if exit_at_end else 1.0, values_only=writer.values_only)
+            stop["guard"] = guarded
+            try:
+                batches = consumer.poll(0.5 if exit_at_end else 1.0, values_only=writer.values_only)
+                done = not batches and exit_at_end and consumer.at_end()
+            finally:
+                stop["guard"] = False
+            if done or stop["flag"]:
+                break
             if not batches:
-                if exit_at_end and consumer.at_end():
-                    break
+                if writer.reader_gone():
+                    break  # `| head` exited while we waited for records: end quietly
                 continue
             remaining = None if max_messages is None else max_messages - written
-            n, positions = writer.write(batches, remaining)
+            n, positions = writer.write(batches, remaining)  # unguarded: a blocked stdout stays interruptible
+            stop["guard"] = guarded
             written += n
             if group is not None:
                 consumer.delivered(positions)
+            stop["guard"] = False
     except (_Stop, KeyboardInterrupt):
         pass
     finally:
-        signal.signal(signal.SIGTERM, old_term)
+        stop["guard"] = True
         try:
-            sys.stdout.flush()
-        except BrokenPipeError:
-            pass
-        consumer.close()
+            try:
+                sys.stdout.flush()
+            except BrokenPipeError:
+                pass
+            consumer.close()
+        finally:
+            signal.signal(signal.SIGTERM, old_term)
+            if group is not None:
+                signal.signal(signal.SIGINT, old_int or signal.default_int_handler)
 
 
 class _RecordWriter:
@@ -158,6 +186,16 @@ class _RecordWriter:
         self.formatter = None if self.json else compile_format(fmt if fmt is not None else "%s\\n")
         self.values_only = not self.json and (fmt is None or fmt == "%s\\n")
         self.out = sys.stdout.buffer
+        self._poll: Any = None
+
+    def reader_gone(self) -> bool:
+        """True if stdout is a pipe whose reader has closed it (poll reports POLLERR)."""
+        import select
+
+        if self._poll is None:
+            self._poll = select.poll()
+            self._poll.register(self.out.fileno(), 0)
+        return any(ev & (select.POLLERR | select.POLLHUP) for _fd, ev in self._poll.poll(0))
 
     def write(self, batches: list[Any], limit: int | None) -> tuple[int, dict[tuple[str, int], int]]:
         from kctl.client.envelope import dumps_envelope
@@ -172,7 +210,12 @@ class _RecordWriter:
                 vals = b.values
                 if limit is not None and count + len(vals) > limit:
                     vals = vals[: limit - count]
-                parts.extend(v + b"\n" if v is not None else b"\n" for v in vals)
+                if not vals:
+                    continue
+                if None in vals:
+                    vals = [b"" if v is None else v for v in vals]
+                parts.append(b"\n".join(vals))  # type: ignore[arg-type]
+                parts.append(b"\n")
                 count += len(vals)
                 positions[(b.topic, b.partition)] = b.first_offset + len(vals)
                 continue

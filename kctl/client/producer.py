@@ -22,9 +22,12 @@ from __future__ import annotations
 import os
 import random
 import time
+from bisect import bisect_right
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from itertools import accumulate, repeat
+from operator import add
 
 from kctl.cluster.config import effective_config
 from kctl.cluster.layout import ClusterLayout
@@ -81,10 +84,8 @@ class _Batch:
 @dataclass
 class _Pending:
     values: list[bytes | None] = field(default_factory=list)
-    keys: list[bytes | None] = field(default_factory=list)
-    headers: list[Headers] = field(default_factory=list)
-    any_key: bool = False
-    any_header: bool = False
+    keys: list[bytes | None] | None = None  # created on the first keyed record
+    headers: list[Headers] | None = None  # created on the first record with headers
     size: int = HEADER_SIZE
     timestamp: int = 0
     timestamps: list[int] | None = None  # only when records carry their own timestamps
@@ -189,11 +190,15 @@ class Producer:
             pend = None
         if pend is None:
             pend = self._pending[tp] = _Pending(timestamp=timestamp or _now_ms())
+        if key is not None and pend.keys is None:
+            pend.keys = [None] * len(pend.values)
+        if headers and pend.headers is None:
+            pend.headers = [()] * len(pend.values)
         pend.values.append(value)
-        pend.keys.append(key)
-        pend.headers.append(tuple(headers) if headers else ())
-        pend.any_key |= key is not None
-        pend.any_header |= bool(headers)
+        if pend.keys is not None:
+            pend.keys.append(key)
+        if pend.headers is not None:
+            pend.headers.append(tuple(headers) if headers else ())
         pend.size += size
         ts = timestamp if timestamp is not None else pend.timestamp
         if pend.timestamps is not None:
@@ -217,41 +222,37 @@ class Producer:
         n = len(t.partitions)
         max_bytes = int(effective_config(t.config)["max.message.bytes"])
         limit = min(self.batch_bytes, max_bytes)
+        try:
+            lens = list(map(len, values))  # type: ignore[arg-type]
+        except TypeError:  # a None (tombstone) among them: the general path
+            for v in values:
+                self.send(topic, v)
+            return
+        if lens and max(lens) + RECORD_OVERHEAD + HEADER_SIZE > max_bytes:
+            for v in values:
+                self.send(topic, v)  # reports the oversized ones, sends the rest
+            return
+        # cumulative framed sizes: a batch boundary is one bisect away, no per-record Python loop
+        cum = list(accumulate(map(add, lens, repeat(RECORD_OVERHEAD)), initial=0))
         i = 0
         total = len(values)
         while i < total:
             p = self._sticky_partition(topic, n)
             tp = (topic, p)
             pend = self._pending.get(tp)
-            if pend is None or pend.timestamps is not None:
+            if pend is None or pend.timestamps is not None or pend.keys is not None or pend.headers is not None:
                 if pend is not None:
                     self._seal(tp)
                 pend = self._pending[tp] = _Pending(timestamp=_now_ms())
-            start = i
-            size = pend.size
-            while i < total:
-                v = values[i]
-                s = RECORD_OVERHEAD + (len(v) if v else 0)
-                if s + HEADER_SIZE > max_bytes:
-                    break
-                if size + s > limit and size > HEADER_SIZE:
-                    break
-                size += s
-                i += 1
-            chunk = values[start:i]
-            if chunk:
-                pend.values.extend(chunk)
-                pend.keys.extend([None] * len(chunk))
-                pend.headers.extend([()] * len(chunk))
-                pend.size = size
+            room = limit - pend.size
+            j = bisect_right(cum, cum[i] + room) - 1
+            if j <= i and len(pend.values) == 0:
+                j = i + 1  # a batch always takes at least one record
+            if j > i:
+                pend.values.extend(values[i:j])
+                pend.size += cum[j] - cum[i]
+                i = j
             if i < total:
-                v = values[i]
-                if RECORD_OVERHEAD + (len(v) if v else 0) + HEADER_SIZE > max_bytes:
-                    self._report_failure(topic, p, 1, RecordTooLargeError(
-                        f"a record of {len(v) if v else 0} bytes exceeds max.message.bytes={max_bytes} "
-                        f"of topic '{topic}'"))
-                    i += 1
-                    continue
                 self._seal(tp)
                 self._sticky.pop(topic, None)
 
@@ -273,8 +274,7 @@ class Producer:
         seq = self._sequences.get(tp, 0)
         self._sequences[tp] = (seq + len(pend.values)) & 0x7FFFFFFF
         tss = pend.timestamps
-        batch = _Batch(tp[0], tp[1], pend.values, pend.keys if pend.any_key else None,
-                       pend.headers if pend.any_header else None, pend.timestamp, seq)
+        batch = _Batch(tp[0], tp[1], pend.values, pend.keys, pend.headers, pend.timestamp, seq)
         batch.encoded = encode_batch(
             batch.values, keys=batch.keys, headers=batch.headers,  # type: ignore[arg-type]
             timestamps=tss, timestamp=None if tss else pend.timestamp,
