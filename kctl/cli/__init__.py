@@ -32,7 +32,7 @@ def run(argv: list[str] | None = None) -> int:
     try:
         from kctl.cli.app import build_command
 
-        command = build_command()
+        command = build_command(args)
         rv = command.main(args=args, prog_name="kctl", standalone_mode=False)
         return rv if isinstance(rv, int) else 0
     except KctlError as exc:

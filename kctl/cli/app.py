@@ -49,30 +49,55 @@ def _global(
     )
 
 
-def _register() -> None:
-    from kctl.cli import cmd_cluster, cmd_consume, cmd_ops, cmd_produce, cmd_topic
+# which module defines each top-level command: a one-shot command imports only its own module
+COMMAND_MODULES = {
+    "cluster": "cmd_cluster", "broker": "cmd_cluster",
+    "topic": "cmd_topic", "describe": "cmd_topic",
+    "produce": "cmd_produce", "consume": "cmd_consume",
+    "elect": "cmd_ops", "events": "cmd_ops", "log": "cmd_ops",
+    "group": "cmd_group", "watch": "cmd_watch", "perf": "cmd_perf", "demo": "cmd_demo",
+    "connect": "cmd_connect", "stream": "cmd_stream",
+}
+_registered: set[str] = set()
 
-    cmd_cluster.register(app)
-    cmd_topic.register(app)
-    cmd_produce.register(app)
-    cmd_consume.register(app)
-    cmd_ops.register(app)
-    for optional in ("cmd_group", "cmd_watch", "cmd_perf", "cmd_demo", "cmd_connect", "cmd_stream"):
-        try:
-            module = __import__(f"kctl.cli.{optional}", fromlist=["register"])
-        except ModuleNotFoundError as exc:
-            if exc.name != f"kctl.cli.{optional}":
-                raise
+
+def _register(module_name: str) -> None:
+    if module_name in _registered:
+        return
+    _registered.add(module_name)
+    try:
+        module = __import__(f"kctl.cli.{module_name}", fromlist=["register"])
+    except ModuleNotFoundError as exc:
+        if exc.name != f"kctl.cli.{module_name}":
+            raise
+        return
+    module.register(app)
+
+
+def _command_word(args: list[str]) -> str | None:
+    """The first word that is not a global option (or its value)."""
+    i = 0
+    while i < len(args):
+        a = args[i]
+        if a in ("--data-dir", "--output", "-o"):
+            i += 2
             continue
-        module.register(app)
+        if a.startswith("-"):
+            i += 1
+            continue
+        return a
+    return None
 
 
-_registered = False
-
-
-def build_command() -> Any:
-    global _registered
-    if not _registered:
-        _register()
-        _registered = True
+def build_command(args: list[str] | None = None) -> Any:
+    """The click command for these arguments, registering only the module it needs (all of them
+    for help, completion, or an unknown word, so that those still list every command)."""
+    word = _command_word(args or [])
+    completing = any(k.endswith("_COMPLETE") for k in os.environ)
+    wanted = COMMAND_MODULES.get(word or "")
+    if wanted and not completing and "--help" not in (args or []) and "-h" not in (args or []):
+        _register(wanted)
+    else:
+        for module_name in dict.fromkeys(COMMAND_MODULES.values()):
+            _register(module_name)
     return typer.main.get_command(app)

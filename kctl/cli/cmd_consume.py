@@ -57,9 +57,10 @@ def register(app: typer.Typer) -> None:
 def run_consume(st: State, topics: list[str], group: str | None, partition: int | None, offset: str | None,
                 from_beginning: bool, reset: str, max_messages: int | None, exit_at_end: bool,
                 fmt: str | None, assignor: str, no_commit: bool, instance_id: str | None, client_id: str) -> None:
-    from kctl.client.admin import Cluster
     from kctl.client.offsetspec import OffsetSpec, parse_offset_spec
     from kctl.cluster.config import validate_topic_name
+    from kctl.cluster.layout import ClusterLayout
+    from kctl.cluster.metadata import require_live_cluster
     from kctl.errors import InvalidArgumentError
 
     for t in topics:
@@ -81,8 +82,7 @@ def run_consume(st: State, topics: list[str], group: str | None, partition: int 
     if group is not None and partition is not None:
         raise InvalidArgumentError("-p/--partition is for reading without a group; a group assigns partitions")
 
-    cluster = Cluster(st.data_dir)
-    md = cluster.require_live()
+    md = require_live_cluster(ClusterLayout.at(st.data_dir))
     for t in topics:
         top = md.topic(t)
         if partition is not None and not 0 <= partition < len(top.partitions):

@@ -96,9 +96,10 @@ def register(app: typer.Typer) -> None:
 def run_produce(st: State, topic: str, values: list[str], key: str | None, key_separator: str | None,
                 delimiter: str, partition: int | None, header_args: list[str], input_format: str,
                 null_empty: bool, acks: str, compression: str, print_offsets: bool, timeout: float) -> None:
-    from kctl.client.admin import Cluster
     from kctl.client.producer import DeliveryReport, Producer
     from kctl.cluster.config import validate_topic_name
+    from kctl.cluster.layout import ClusterLayout
+    from kctl.cluster.metadata import require_live_cluster
     from kctl.errors import (
         ClusterUnavailableError,
         DeliveryError,
@@ -123,8 +124,7 @@ def run_produce(st: State, topic: str, values: list[str], key: str | None, key_s
     if null_empty and key_b == b"":
         key_b = None
 
-    cluster = Cluster(st.data_dir)
-    md = cluster.require_live()
+    md = require_live_cluster(ClusterLayout.at(st.data_dir))
     t = md.topic(topic)
     if partition is not None and not 0 <= partition < len(t.partitions):
         from kctl.errors import UnknownPartitionError

@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kctl.cluster.layout import ClusterLayout
-from kctl.cluster.locks import CriticalSection
-from kctl.errors import NotInitializedError, UnknownTopicError
+from kctl.cluster.locks import CriticalSection, is_held
+from kctl.errors import NoLiveBrokerError, NotInitializedError, UnknownTopicError
 from kctl.storage.checkpoint import atomic_write
 
 BROKER_UP = "up"
@@ -300,6 +300,14 @@ class MetadataStore:
                 else:
                     watcher.wait(poll)
         watcher.close()
+
+
+def require_live_cluster(layout: ClusterLayout) -> ClusterMetadata:
+    """The metadata of a cluster with at least one running broker (clear errors otherwise)."""
+    md = MetadataStore(layout).load()
+    if not any(is_held(layout.broker_lock(b)) for b in md.brokers):
+        raise NoLiveBrokerError(f"no broker is running in {layout.root} (start them with: kctl cluster start)")
+    return md
 
 
 def _iso(ts: float) -> str:
