@@ -30,6 +30,7 @@ chaos: $(STAMP)
 
 completions: $(STAMP)
 	$(PY) -m kctl.cli.completion_gen completions
+	$(PY) -m kctl.cli.completion_gen --commands docs/COMMANDS.md
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

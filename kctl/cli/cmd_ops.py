@@ -32,59 +32,136 @@ def parse_topic_partition(text: str) -> tuple[str, int | None]:
     return name, int(p)
 
 
+def _ids(v: Any) -> str:
+    if isinstance(v, (list, tuple)):
+        return ",".join(str(x) for x in v) if v else "-"
+    return "none" if v is None else str(v)
+
+
+def _words(reason: Any) -> str:
+    return str(reason).replace("_", " ") if reason else ""
+
+
+def _pairs(ev: dict[str, Any], skip: tuple[str, ...]) -> str:
+    hidden = ("type", "time", "ts_ms", "metadata_version", *skip)
+    return ", ".join(f"{k}={_ids(v) if isinstance(v, (list, tuple)) else v}" for k, v in ev.items()
+                     if k not in hidden)
+
+
 def describe_event(ev: dict[str, Any]) -> str:
-    """One human sentence per event (the table and plain renderings use it)."""
+    """One human sentence per event: old -> new leader, epochs, ISR and the reason, in words.
+
+    The table, plain and ``watch`` renderings use it; JSON keeps every field as recorded.
+    """
     t = ev.get("type", "?")
+    tp = f"{ev.get('topic')}-{ev.get('partition')}"
+    reason = _words(ev.get("reason"))
+    why = f" ({reason})" if reason else ""
     if t == "leader_changed":
         new = ev.get("new_leader")
-        target = f"broker {new}" if new is not None else "none (offline)"
-        return (f"{ev.get('topic')}-{ev.get('partition')}: leader {ev.get('old_leader')} -> {target}, "
-                f"epoch {ev.get('leader_epoch')}, ISR {ev.get('isr')} ({ev.get('reason')})")
+        target = str(new) if new is not None else "none: OFFLINE"
+        return (f"{tp}: leader {_ids(ev.get('old_leader'))} -> {target}, leader epoch {ev.get('leader_epoch')}, "
+                f"ISR {_ids(ev.get('isr'))}{why}")
     if t in ("isr_shrink", "isr_expand"):
-        return (f"{ev.get('topic')}-{ev.get('partition')}: ISR {ev.get('old_isr')} -> {ev.get('isr')} "
-                f"({ev.get('reason')})")
+        return f"{tp}: ISR {_ids(ev.get('old_isr'))} -> {_ids(ev.get('isr'))}{why}"
     if t == "controller_elected":
-        return f"broker {ev.get('broker')} is the controller (epoch {ev.get('controller_epoch')})"
+        prev = ev.get("previous")
+        was = f", was broker {prev}" if prev is not None and prev != ev.get("broker") else ""
+        return f"broker {ev.get('broker')} is the controller (controller epoch {ev.get('controller_epoch')}{was})"
     if t in ("broker_up", "broker_down", "broker_fenced"):
-        return f"broker {ev.get('broker')} {t.split('_')[1]} (epoch {ev.get('broker_epoch')}): {ev.get('reason', '')}"
+        pid = f", pid {ev['pid']}" if ev.get("pid") else ""
+        tail = f": {reason}" if reason else ""
+        return f"broker {ev.get('broker')} {t.split('_')[1]} (broker epoch {ev.get('broker_epoch')}{pid}){tail}"
+    if t == "cluster_created":
+        return f"cluster {ev.get('cluster_id')} created with brokers {_ids(ev.get('brokers'))}"
+    if t == "topic_created":
+        cfg = ev.get("config") or {}
+        extra = f", {', '.join(f'{k}={v}' for k, v in cfg.items())}" if cfg else ""
+        return (f"topic {ev.get('topic')} created: {ev.get('partitions')} partition(s), replication factor "
+                f"{ev.get('replication_factor')}{extra}")
     if t.startswith("topic_"):
-        extra = {k: v for k, v in ev.items() if k not in ("type", "topic", "time", "ts_ms", "metadata_version")}
-        return f"topic {ev.get('topic')} {t.split('_', 1)[1]} {extra if extra else ''}".rstrip()
-    if t.startswith("group_"):
-        extra = {k: v for k, v in ev.items() if k not in ("type", "group", "time", "ts_ms", "metadata_version")}
-        return f"group {ev.get('group')} {t.split('_', 1)[1].replace('_', ' ')} {extra}"
-    extra = {k: v for k, v in ev.items() if k not in ("type", "time", "ts_ms", "metadata_version")}
-    return f"{t} {extra}"
+        extra = _pairs(ev, ("topic",))
+        return f"topic {ev.get('topic')} {t.split('_', 1)[1]}{': ' + extra if extra else ''}"
+    g = ev.get("group")
+    who = f"{ev.get('client_id') or ev.get('member_id')} (pid {ev.get('pid')})"
+    if t == "group_member_joined":
+        gen = f", generation {ev['generation']}" if ev.get("generation") is not None else ""
+        return f"group {g}: member {who} joined{gen}"
+    if t in ("group_member_left", "group_member_died"):
+        return f"group {g}: member {who} {'left' if t.endswith('left') else 'died'}{why}"
+    if t == "group_rebalance":
+        members = ev.get("members") or []
+        return (f"group {g}: rebalanced to generation {ev.get('generation')}, {len(members)} member(s), "
+                f"assignor {ev.get('assignor')}{why}")
+    if t == "offsets_reset":
+        return f"group {g}: offsets reset ({ev.get('mode')}): {_ids(ev.get('offsets'))}"
+    if t.startswith("group_") or t == "offsets_reset":
+        what = t.split("_", 1)[1].replace("_", " ") if t.startswith("group_") else "offsets reset"
+        extra = _pairs(ev, ("group",))
+        return f"group {ev.get('group')} {what}{': ' + extra if extra else ''}"
+    extra = _pairs(ev, ())
+    return f"{t.replace('_', ' ')}{': ' + extra if extra else ''}"
 
 
-def _event_style(ev: dict[str, Any]) -> str | None:
+def event_style(ev: dict[str, Any]) -> str | None:
+    """Red for losses (a broker gone, a partition offline), yellow for moves, green for recoveries."""
     t = ev.get("type", "")
-    if t in ("broker_down", "broker_fenced") or (t == "leader_changed" and ev.get("new_leader") is None):
-        return "red"
-    if t in ("leader_changed", "isr_shrink", "controller_elected"):
+    if t in ("broker_down", "broker_fenced", "group_member_died") or (
+            t == "leader_changed" and ev.get("new_leader") is None):
+        return "bold red" if t == "leader_changed" else "red"
+    if t in ("leader_changed", "isr_shrink", "controller_elected", "group_rebalance"):
         return "yellow"
     if t in ("broker_up", "isr_expand"):
         return "green"
     return None
 
 
-def _print_event(st: State, ev: dict[str, Any]) -> None:
-    import json
-    import sys
+EVENT_COLUMNS = ("TIME", "TYPE", "WHAT")
 
-    if st.is_json:
-        sys.stdout.write(json.dumps(ev, separators=(",", ":")) + "\n")
-    elif st.is_table:
-        style = _event_style(ev)
-        text = describe_event(ev)
-        st_out = f"[{style}]{text}[/]" if style else text
-        from rich.console import Console
 
-        Console(highlight=False).print(f"[dim]{ev.get('time', '')}[/] {ev.get('type', ''):<20} {st_out}")
-        return
-    else:
-        sys.stdout.write(f"{ev.get('time', '')}\t{ev.get('type', '')}\t{describe_event(ev)}\n")
-    sys.stdout.flush()
+class _EventPrinter:
+    """Prints events one by one (``--follow``): JSON Lines, tab-separated lines, or styled lines."""
+
+    def __init__(self, st: State) -> None:
+        self.st = st
+        self._console: Any = None
+        self._header_done = False
+
+    def print(self, ev: dict[str, Any]) -> None:
+        import json
+        import sys
+
+        st = self.st
+        if st.is_json:
+            sys.stdout.write(json.dumps(ev, separators=(",", ":")) + "\n")
+        elif st.is_table:
+            if self._console is None:
+                from rich.console import Console
+
+                self._console = Console(highlight=False)
+            from rich.text import Text
+
+            line = Text()
+            line.append(str(ev.get("time", "")), style="dim")
+            line.append(f"  {ev.get('type', ''):<20} ")
+            line.append(describe_event(ev), style=event_style(ev) or "")
+            self._console.print(line, soft_wrap=True)
+            return
+        else:
+            if not self._header_done:
+                sys.stdout.write("\t".join(EVENT_COLUMNS) + "\n")
+                self._header_done = True
+            sys.stdout.write(f"{ev.get('time', '')}\t{ev.get('type', '')}\t{describe_event(ev)}\n")
+        sys.stdout.flush()
+
+    def header(self) -> None:
+        """The plain header even when no event is printed yet (``cut``/``awk`` see stable columns)."""
+        import sys
+
+        if self.st.output == "plain" and not self._header_done:
+            sys.stdout.write("\t".join(EVENT_COLUMNS) + "\n")
+            sys.stdout.flush()
+            self._header_done = True
 
 
 def register(app: typer.Typer) -> None:
@@ -133,26 +210,29 @@ def register(app: typer.Typer) -> None:
             raise InvalidArgumentError("-n must be zero or more")
         wanted = set(types or [])
         c = st.cluster()
-        evs = [e for e in c.events() if not wanted or e.get("type") in wanted]
+        history = c.events()
+        evs = [e for e in history if not wanted or e.get("type") in wanted]
         if n is not None:
             evs = evs[-n:] if n else []
-        if st.is_json and not follow:
-            for e in evs:
-                _print_event(st, e)
-            return
-        if st.is_table and not follow:
+        unknown = sorted(wanted - set(EVENT_TYPES))
+        if unknown:
+            st.warn(f"unknown event type(s) {', '.join(unknown)} (known: {', '.join(EVENT_TYPES)})")
+        printer = _EventPrinter(st)
+        if not follow and not st.is_json:
             rows = [[e.get("time", ""), e.get("type", ""), describe_event(e)] for e in evs]
-            st.emit_rows(["TIME", "TYPE", "WHAT"], rows, json_doc=evs, title="Cluster events",
-                         styler=lambda r: _event_style({"type": r[1], "new_leader": 0 if "offline" not in r[2]
-                                                        else None}))
-        else:
-            for e in evs:
-                _print_event(st, e)
+            styles = [event_style(e) for e in evs]
+            st.emit_rows(list(EVENT_COLUMNS), rows, json_doc=evs, title="Cluster events (times in UTC)",
+                         row_styles=styles, notes=[] if rows else ["No events match"])
+            return
+        printer.header()
+        for e in evs:
+            printer.print(e)
         if follow:
             try:
-                for e in c.store.follow_events(start_at_end=True):
-                    if not wanted or e.get("type") in wanted:
-                        _print_event(st, e)
+                # follow from the first event not read above, so nothing appended in between is lost
+                for i, e in enumerate(c.store.follow_events(start_at_end=False)):
+                    if i >= len(history) and (not wanted or e.get("type") in wanted):
+                        printer.print(e)
             except KeyboardInterrupt:
                 pass
 

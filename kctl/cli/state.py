@@ -67,8 +67,12 @@ class State:
     def emit_rows(self, columns: Sequence[str], rows: Sequence[Sequence[Any]], *, json_doc: Any,
                   title: str | None = None, caption: str | None = None,
                   styler: Callable[[Sequence[Any]], str | None] | None = None,
-                  notes: Sequence[str] = ()) -> None:
-        """One result set in the chosen style: a table, tab-separated lines, or a JSON document."""
+                  notes: Sequence[str] = (), row_styles: Sequence[str | None] | None = None) -> None:
+        """One result set in the chosen style: a table, tab-separated lines, or a JSON document.
+
+        Row colours come from ``styler(row)`` or, position by position, from ``row_styles``; they
+        and ``notes`` only appear in tables.
+        """
         if self.output == "json":
             self.emit_json(json_doc)
             return
@@ -86,8 +90,10 @@ class State:
         for col in columns:
             numeric = col in NUMERIC_COLUMNS
             table.add_column(col, justify="right" if numeric else "left", no_wrap=numeric)
-        for row in rows:
+        for i, row in enumerate(rows):
             style = styler(row) if styler else None
+            if row_styles is not None and i < len(row_styles):
+                style = row_styles[i] or style
             table.add_row(*[table_cell(v) for v in row], style=style)
         console = Console(highlight=False)
         console.print(table)
