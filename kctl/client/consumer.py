@@ -95,6 +95,11 @@ class Consumer:
         self._watcher.watch(self.layout.metadata_dir, IN_MOVED_TO)
         self._rr = 0
 
+    @property
+    def watcher(self) -> ChangeWatcher:
+        """The inotify watcher :meth:`poll` sleeps in; a group member adds its group files to it."""
+        return self._watcher
+
     # -- assignment -----------------------------------------------------------------------------
     def metadata(self) -> ClusterMetadata:
         return self.store.load()
