@@ -93,6 +93,10 @@ class RecordTooLargeError(KctlError):
     """A batch exceeds ``max.message.bytes`` (MESSAGE_TOO_LARGE)."""
 
 
+class InvalidRecordError(KctlError):
+    """A record the log refuses, e.g. one without a key on a compacted topic (INVALID_RECORD)."""
+
+
 class NotEnoughReplicasError(KctlError):
     """acks=all with an ISR smaller than ``min.insync.replicas`` (NOT_ENOUGH_REPLICAS)."""
 

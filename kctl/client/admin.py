@@ -159,10 +159,23 @@ class Cluster:
         return is_held(self.layout.broker_lock(broker_id))
 
     def controller_id(self) -> int | None:
+        """The active controller: the holder of ``controller.lock`` (its file names the broker and
+        the controller epoch it won), unless a broker with a newer epoch took over from a hung
+        holder, as the metadata then says."""
         if not is_held(self.layout.controller_lock):
             return None
         owner = read_owner(self.layout.controller_lock).split()
-        return int(owner[0]) if owner and owner[0].isdigit() else None
+        if not owner or not owner[0].isdigit():
+            return None
+        holder = int(owner[0])
+        if len(owner) < 3 or not owner[2].isdigit():
+            return holder  # becoming active right now
+        md = self.store.load()
+        named = md.controller_id
+        if named is not None and named != holder and md.controller_epoch > int(owner[2]) \
+                and self.broker_alive(named):
+            return named
+        return holder
 
     def start_broker(self, broker_id: int, timeout: float = 30.0, wait: bool = True) -> int | None:
         """Start one broker; returns its PID (None if it was already running)."""

@@ -38,6 +38,7 @@ from kctl.errors import (
     CorruptRecordError,
     DeliveryError,
     InvalidArgumentError,
+    InvalidRecordError,
     KctlError,
     KctlTimeoutError,
     NotEnoughReplicasError,
@@ -178,7 +179,12 @@ class Producer:
         size = RECORD_OVERHEAD + (len(value) if value else 0) + (len(key) if key else 0)
         if headers:
             size += sum(10 + len(h.encode()) + (len(v) if v else 0) for h, v in headers)
-        max_bytes = int(effective_config(t.config)["max.message.bytes"])
+        cfg = effective_config(t.config)
+        max_bytes = int(cfg["max.message.bytes"])
+        if key is None and "compact" in cfg["cleanup.policy"]:
+            self._report_failure(topic, partition, 1, InvalidRecordError(
+                f"topic '{topic}' is compacted (cleanup.policy={cfg['cleanup.policy']}): every record needs a key"))
+            return
         if size + HEADER_SIZE > max_bytes:
             self._report_failure(topic, partition, 1, RecordTooLargeError(
                 f"a record of about {size} bytes exceeds max.message.bytes={max_bytes} of topic '{topic}'"))
@@ -220,8 +226,13 @@ class Producer:
         md = self._md()
         t = md.topic(topic)
         n = len(t.partitions)
-        max_bytes = int(effective_config(t.config)["max.message.bytes"])
+        cfg = effective_config(t.config)
+        max_bytes = int(cfg["max.message.bytes"])
         limit = min(self.batch_bytes, max_bytes)
+        if "compact" in cfg["cleanup.policy"]:
+            for v in values:
+                self.send(topic, v)  # refuses each keyless record with a clear error
+            return
         try:
             lens = list(map(len, values))  # type: ignore[arg-type]
         except TypeError:  # a None (tombstone) among them: the general path
@@ -318,6 +329,11 @@ class Producer:
             try:
                 self._try_write(batch, tp)
                 return
+            except _InflightMoved:
+                # earlier batches of this partition still sit on a previous leader: re-place them
+                # first, so the log keeps the order the records were sent in
+                self._retry_inflight(tp, self._inflight[tp])
+                continue
             except (PartitionOfflineError, NotEnoughReplicasError, _Retry, CorruptRecordError,
                     KctlTimeoutError, FileNotFoundError) as exc:
                 if isinstance(exc, KctlError):
@@ -362,8 +378,24 @@ class Producer:
                         and found.base_sequence == batch.base_sequence and found.last_offset == last:
                     batch.placed = (part.leader, part.leader_epoch, base, last)
                     return
+            before = self._predecessor(tp, batch)
+            if before is not None and before.placed is not None \
+                    and before.placed[:2] != (part.leader, part.leader_epoch):
+                raise _InflightMoved()
             info = h.log.append(batch.encoded, leader_epoch=part.leader_epoch)
             batch.placed = (part.leader, part.leader_epoch, info.base_offset, info.last_offset)
+
+    def _predecessor(self, tp: tuple[str, int], batch: _Batch) -> _Batch | None:
+        """The unacknowledged batch sent just before ``batch`` to the same partition."""
+        q = self._inflight.get(tp)
+        if not q:
+            return None
+        if batch.placed is None:
+            return q[-1]
+        for i, b in enumerate(q):
+            if b is batch:
+                return q[i - 1] if i else None
+        return None
 
     def _wait_change(self, tp: tuple[str, int], timeout: float) -> None:
         w = self._watcher
@@ -495,6 +527,10 @@ class Producer:
 
 class _Retry(Exception):
     """Internal: the metadata moved under us; look again."""
+
+
+class _InflightMoved(Exception):
+    """Internal: a new batch would overtake unacknowledged ones left on a previous leader."""
 
 
 def _now_ms() -> int:

@@ -13,7 +13,8 @@ A broker is alive exactly while it holds ``brokers/broker-N/broker.lock``. It:
 
 A fenced broker (its heartbeat lapsed, e.g. after SIGSTOP) finds its registration marked
 ``fenced`` when it runs again; it re-registers with a new epoch and rejoins as a follower, and
-leader-epoch fencing keeps it from acting on what it believed before.
+leader-epoch fencing keeps it from acting on what it believed before. Each heartbeat the broker
+also checks that the controller still acts, and takes over from one that hangs.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import time
 
 from kctl.cluster import elections
 from kctl.cluster.config import broker_settings
-from kctl.cluster.controller import Controller, start_controller_thread
+from kctl.cluster.controller import Controller, controller_unresponsive, start_controller_thread
 from kctl.cluster.layout import ClusterLayout
 from kctl.cluster.locks import LivenessLock
 from kctl.cluster.metadata import BROKER_DOWN, BROKER_UP, ClusterMetadata, Event, MetadataStore, now_ms
@@ -68,6 +69,7 @@ class Broker:
         self.stop_requested = threading.Event()
         self.epoch = 0
         self.controller: Controller | None = None
+        self._written: dict[str, dict[tuple[str, int], int]] = {}  # checkpoint contents on disk
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_w, False)
         os.set_blocking(self._wake_r, False)
@@ -81,8 +83,8 @@ class Broker:
         self.lock.write_owner(f"{os.getpid()} {time.time():.3f}\n")
         self._check_meta_properties()
         clean = consume_clean_shutdown_marker(bdir)
-        self._open_replicas(clean)
-        self._register("started" if clean else "started after unclean shutdown (recovered)")
+        recovered = self._open_replicas(clean)
+        self._register("started after unclean shutdown (recovered)" if recovered else "started")
         self.controller = Controller(
             self.layout, self.broker_id, self.broker_ids, self.settings, self.stop_requested
         )
@@ -108,12 +110,15 @@ class Broker:
             log.warning("ignoring damaged %s: %s", name, exc)
             return {}
 
-    def _open_replicas(self, clean: bool) -> None:
+    def _open_replicas(self, clean: bool) -> bool:
+        """Open (after an unclean shutdown: recover) every assigned replica; True if any was
+        recovered."""
         md = self.store.load()
         recovery = self._checkpoint(RECOVERY_POINT)
         hws = self._checkpoint(REPLICATION_OFFSET)
         bdir = self.layout.broker_dir(self.broker_id)
         wanted = set()
+        recovered = False
         for t in md.topics.values():
             for p, part in enumerate(t.partitions):
                 if self.broker_id not in part.replicas:
@@ -128,6 +133,7 @@ class Broker:
                     hw_checkpoint=hws.get((t.name, p)),
                 )
                 if not clean:
+                    recovered = True
                     log.info("recovered %s-%d in %.1f ms", t.name, p, (time.monotonic() - t0) * 1000)
         # stray replica directories (a topic deleted while we were down) are removed, as Kafka does
         import shutil
@@ -136,6 +142,7 @@ class Broker:
             path = os.path.join(bdir, name)
             if os.path.isdir(path) and name not in wanted:
                 shutil.rmtree(path, ignore_errors=True)
+        return recovered
 
     def _register(self, reason: str) -> None:
         me = self.broker_id
@@ -169,12 +176,19 @@ class Broker:
         watcher.add_wakeup_fd(self._wake_r)
         watcher.watch(self.layout.metadata_dir, IN_MOVED_TO)
         watched: set[str] = set()
-        last_beat = last_hw_ckpt = last_flush = last_retention = time.monotonic()
+        wanted: set[str] = set()
+        last_beat = last_tick = last_hw_ckpt = last_flush = last_retention = time.monotonic()
         beat_every = min(s["broker.heartbeat.interval.ms"], s["broker.session.timeout.ms"] / 4) / 1000.0
+        # inotify reports every append, fetch and metadata change; without one, replicas still need
+        # a look now and then (a follower that stopped fetching leaves the ISR after
+        # replica.lag.time.max.ms), but far less often than the heartbeat, which costs one utime
+        tick_every = min(1.0, s["replica.lag.time.max.ms"] / 4000.0)
         md_version = -1
+        woke = True
         while not self.stop_requested.is_set():
             mono = time.monotonic()
-            if mono - last_beat >= beat_every:
+            beat_due = mono - last_beat >= beat_every
+            if beat_due:
                 self.lock.touch()
                 last_beat = mono
             try:
@@ -191,16 +205,21 @@ class Broker:
                 continue
             if md.version != md_version:
                 self.replicas.sync_assignment(md)
-                paths = self.replicas.watched_paths(md)
-                for p in paths - watched:
+                wanted = self.replicas.watched_paths(md)
+                for p in wanted - watched:
                     watcher.watch(p)
-                for p in watched - paths:
+                for p in watched - wanted:
                     watcher.unwatch(p)
-                watched = {p for p in paths if watcher.is_watching(p)}
+                watched = {p for p in wanted if watcher.is_watching(p)}
                 md_version = md.version
-            busy = self.replicas.tick(md, now_ms())
-            if len(watched) < len(self.replicas.watched_paths(md)):
-                for p in self.replicas.watched_paths(md) - watched:
+                woke = True
+            if beat_due:
+                self._watch_controller(md)
+            busy = False
+            if woke or mono - last_tick >= tick_every:
+                busy = self.replicas.tick(md, now_ms())
+                last_tick = mono
+                for p in wanted - watched:  # a replica directory that did not exist yet
                     if watcher.watch(p):
                         watched.add(p)
             mono = time.monotonic()
@@ -212,28 +231,40 @@ class Broker:
                 last_retention = mono
             flush_every = s["log.flush.interval.ms"]
             ckpt_every = s["log.flush.offset.checkpoint.interval.ms"]
-            if (
-                (flush_every >= 0
-                and mono - last_flush >= flush_every / 1000.0)
-                or mono - last_flush >= ckpt_every / 1000.0
-            ):
+            if (flush_every >= 0 and mono - last_flush >= flush_every / 1000.0) \
+                    or mono - last_flush >= ckpt_every / 1000.0:
                 self._flush_and_checkpoint()
                 last_flush = mono
-            if not busy:
-                watcher.wait(min(beat_every, 0.5))
+            if busy:
+                woke = True
+                continue
+            due = min(last_beat + beat_every, last_tick + tick_every) - time.monotonic()
+            woke = watcher.wait(max(0.0, due))
         watcher.close()
 
+    def _watch_controller(self, md: ClusterMetadata) -> None:
+        """Take over from a controller that holds its lock but no longer acts (hung)."""
+        ctrl = self.controller
+        if ctrl is None or ctrl.active:
+            return
+        expected = controller_unresponsive(self.layout, md, self.broker_id,
+                                           self.settings["broker.session.timeout.ms"])
+        if expected is not None and ctrl.take_over(expected):
+            log.info("controller %s looks unresponsive; broker %d tries to take over", expected[0], self.broker_id)
+
     def _write_hw_checkpoint(self) -> None:
-        write_offsets_checkpoint(
-            self.layout.checkpoint(self.broker_id, REPLICATION_OFFSET), self.replicas.high_watermarks()
-        )
+        hws = self.replicas.high_watermarks()
+        if hws != self._written.get(REPLICATION_OFFSET):  # an idle broker writes nothing
+            write_offsets_checkpoint(self.layout.checkpoint(self.broker_id, REPLICATION_OFFSET), hws)
+            self._written[REPLICATION_OFFSET] = hws
 
     def _flush_and_checkpoint(self) -> None:
         points = self.replicas.flush_all()
-        write_offsets_checkpoint(self.layout.checkpoint(self.broker_id, RECOVERY_POINT), points)
-        write_offsets_checkpoint(
-            self.layout.checkpoint(self.broker_id, LOG_START), self.replicas.log_start_offsets()
-        )
+        starts = self.replicas.log_start_offsets()
+        for name, offsets in ((RECOVERY_POINT, points), (LOG_START, starts)):
+            if offsets != self._written.get(name):
+                write_offsets_checkpoint(self.layout.checkpoint(self.broker_id, name), offsets)
+                self._written[name] = offsets
 
     # -- shutdown -------------------------------------------------------------------------------
     def controlled_shutdown(self) -> None:
@@ -264,8 +295,8 @@ class Broker:
         self._write_hw_checkpoint()
         self.replicas.close()
         write_clean_shutdown_marker(self.layout.broker_dir(self.broker_id))
-        if self.controller is not None and self.controller.active:
-            self.controller.lock.release()
+        if self.controller is not None and self.controller.lock.held:
+            self.controller.lock.release()  # hand over at once, not at exit
         self.lock.release()
 
 

@@ -9,6 +9,13 @@ closes ``broker.lock`` (inotify reports IN_CLOSE_WRITE) and a shared-lock probe 
 A broker that is alive but hung (SIGSTOP) keeps its lock but stops renewing its heartbeat (the
 lock file's mtime); after ``broker.session.timeout.ms`` it is fenced. Either way the broker
 leaves every ISR and every partition it led gets a new leader (see :mod:`elections`).
+
+A hung *controller* keeps ``controller.lock`` too, and no lock can be taken from a live process.
+So the lock is only the fast path; what makes a controller is the metadata (controller id and
+epoch), and every controller action is an update conditional on that epoch. When a broker sees
+that the lock holder's heartbeat lapsed (see :func:`controller_unresponsive`), it takes over by
+bumping the epoch in the metadata, without the lock; the hung controller, should it run again,
+finds itself deposed, acts on nothing and goes back to standby.
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ import time
 
 from kctl.cluster import elections
 from kctl.cluster.layout import ClusterLayout
-from kctl.cluster.locks import LivenessLock, LockProbe
+from kctl.cluster.locks import LivenessLock, LockProbe, read_owner
 from kctl.cluster.metadata import (
     BROKER_DOWN,
     BROKER_FENCED,
@@ -56,47 +63,95 @@ class Controller:
         self.epoch = 0
         self._probes = {b: LockProbe(layout.broker_lock(b)) for b in broker_ids}
         self._last_rebalance = time.monotonic()
+        self._session = threading.Lock()
 
     # -- standby --------------------------------------------------------------------------------
     def run(self) -> None:
-        """Thread body: wait for the controller lock, then control until the process stops."""
+        """Thread body: wait for the controller lock, control until deposed or stopping, repeat."""
+        while not self.stop.is_set():
+            try:
+                self.lock.acquire_blocking()
+            except OSError as exc:
+                log.error("cannot wait for the controller lock: %s", exc)
+                return
+            try:
+                # a take-over session of this broker (see take_over) runs to its end first; we
+                # hold the lock meanwhile, which makes that session the lock holder too
+                self._write_owner()
+                with self._session:
+                    if self.stop.is_set():
+                        return
+                    self._session_body(None)
+            finally:
+                self.lock.release()
+            # deposed (we were hung and another broker took over): let the others compete first
+            self.stop.wait(0.1)
+
+    def take_over(self, expected: tuple[int | None, int]) -> bool:
+        """Replace an unresponsive controller (``expected`` = its id and epoch) from a thread of
+        our own, without the lock. False if this broker already runs a controller session."""
+        if not self._session.acquire(blocking=False):
+            return False
+
+        def body() -> None:
+            try:
+                self._session_body(expected)
+            finally:
+                self._session.release()
+
+        threading.Thread(target=body, name="controller-takeover", daemon=True).start()
+        return True
+
+    def _session_body(self, expected: tuple[int | None, int] | None) -> None:
         try:
-            self.lock.acquire_blocking()
-        except OSError as exc:
-            log.error("cannot wait for the controller lock: %s", exc)
-            return
-        if self.stop.is_set():
-            self.lock.release()
-            return
-        try:
-            self._become_active()
-            self._control_loop()
-        except Exception:  # the controller must not die silently: release so another takes over
+            if self._become_active(expected):
+                self._control_loop()
+        except Exception:  # the controller must not die silently: another takes over
             log.exception("controller failed; resigning")
         finally:
             self.active = False
-            self.lock.release()
 
-    def _become_active(self) -> None:
-        self.lock.write_owner(f"{self.broker_id} {os.getpid()}\n")
+    def _become_active(self, expected: tuple[int | None, int] | None = None) -> bool:
+        """Bump the controller epoch and name this broker; with ``expected``, only if the
+        metadata still names that (unresponsive) controller and epoch."""
 
         def change(md: ClusterMetadata) -> list[Event]:
+            if expected is not None and (md.controller_id, md.controller_epoch) != expected:
+                return []
             old = md.controller_id
             md.controller_id = self.broker_id
             md.controller_epoch += 1
             self.epoch = md.controller_epoch
-            return [
-                {
-                    "type": "controller_elected",
-                    "broker": self.broker_id,
-                    "controller_epoch": self.epoch,
-                    "previous": old,
-                }
-            ]
+            ev: Event = {
+                "type": "controller_elected",
+                "broker": self.broker_id,
+                "controller_epoch": self.epoch,
+                "previous": old,
+            }
+            if expected is not None:
+                ev["reason"] = "controller heartbeat older than broker.session.timeout.ms"
+            return [ev]
 
+        self.epoch = -1
         self.store.update(change)
+        if self.epoch < 0:
+            return False
         self.active = True
-        log.info("broker %d is the controller (epoch %d)", self.broker_id, self.epoch)
+        if self.lock.held:
+            self._write_owner()
+        log.info("broker %d is the controller (epoch %d%s)", self.broker_id, self.epoch,
+                 "" if expected is None else f", took over from unresponsive broker {expected[0]}")
+        return True
+
+    def _write_owner(self) -> None:
+        """Name the lock holder in the lock file: broker, pid and, once active, its epoch."""
+        epoch = f" {self.epoch}" if self.active else ""
+        self.lock.write_owner(f"{self.broker_id} {os.getpid()}{epoch}\n")
+
+    def deposed(self) -> bool:
+        """True once the metadata names another controller or epoch (we were replaced)."""
+        md = self.store.load()
+        return md.controller_id != self.broker_id or md.controller_epoch != self.epoch
 
     # -- active ---------------------------------------------------------------------------------
     def live_brokers(self) -> tuple[set[int], set[int]]:
@@ -117,17 +172,27 @@ class Controller:
 
     def _control_loop(self) -> None:
         watcher = ChangeWatcher()
-        for b in self.broker_ids:
-            watcher.watch(self.layout.broker_lock(b), IN_CLOSE_WRITE)
         watcher.watch(self.layout.metadata_dir, IN_MOVED_TO)
-        interval = min(0.25, self.settings["broker.session.timeout.ms"] / 4000.0)
+        locks = [self.layout.broker_lock(b) for b in self.broker_ids]
+        # deaths wake us through inotify at once; the interval only bounds how late a hung broker
+        # (heartbeat older than the session timeout) is noticed
+        interval = min(1.0, self.settings["broker.session.timeout.ms"] / 8000.0)
+        recheck = False
         while not self.stop.is_set():
+            for path in locks:
+                if not watcher.is_watching(path):
+                    watcher.watch(path, IN_CLOSE_WRITE)  # a broker that never ran has no lock file yet
             try:
+                if self.deposed():
+                    log.info("broker %d is no longer the controller (epoch %d)", self.broker_id, self.epoch)
+                    break
                 self.reconcile_once()
                 self._maybe_rebalance()
             except KctlError as exc:
                 log.warning("controller pass failed: %s", exc)
-            watcher.wait(interval)
+            # the kernel reports a dying broker's close of its lock file just before it frees the
+            # lock, so after any wake-up look once more a moment later rather than a full interval
+            recheck = watcher.wait(0.005 if recheck else interval)
         watcher.close()
 
     def reconcile_once(self) -> None:
@@ -216,6 +281,46 @@ class Controller:
             return elections.preferred_election(md, md.live_brokers())
 
         self.store.update(change)
+
+
+def heartbeat_age_ms(layout: ClusterLayout, broker: int) -> int | None:
+    """Milliseconds since ``broker`` last renewed its heartbeat (None if it never ran)."""
+    try:
+        beat = os.stat(layout.broker_lock(broker)).st_mtime_ns // 1_000_000
+    except OSError:
+        return None
+    return time.time_ns() // 1_000_000 - beat
+
+
+def controller_unresponsive(layout: ClusterLayout, md: ClusterMetadata, me: int, session_ms: int
+                            ) -> tuple[int | None, int] | None:
+    """(controller id, epoch) to take over from, if the controller can no longer act.
+
+    That is when ``controller.lock`` is held by a broker whose heartbeat lapsed (hung, e.g.
+    SIGSTOP) and the controller the metadata names (the holder, or a broker that took over
+    from it) is unresponsive too. A free lock needs nothing: a standby takes it at once.
+    """
+    from kctl.cluster.locks import is_held, lock_holder_pids
+
+    if not is_held(layout.controller_lock):
+        return None
+    owner = read_owner(layout.controller_lock).split()
+    if len(owner) < 2 or not owner[0].isdigit() or not owner[1].isdigit():
+        return None
+    holder = int(owner[0])
+
+    def stale(b: int) -> bool:
+        age = heartbeat_age_ms(layout, b)
+        return age is None or age > session_ms
+
+    if holder == me or not stale(holder):
+        return None
+    if int(owner[1]) not in lock_holder_pids(layout.controller_lock):
+        return None  # a new holder that has not written its name yet
+    named = md.controller_id
+    if named is not None and named not in (holder, me) and not stale(named):
+        return None
+    return named, md.controller_epoch
 
 
 def start_controller_thread(controller: Controller) -> threading.Thread:

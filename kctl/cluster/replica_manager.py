@@ -10,7 +10,9 @@ Leader duties, per partition this broker leads:
 Follower duties, per partition this broker follows:
   * on a new leader or leader epoch, truncate by leader-epoch history (KIP-101/279) under the
     append lock, then publish "synchronised with epoch E";
-  * copy whole, CRC-checked batches from the leader's files into its own log;
+  * copy whole, CRC-checked batches from the leader's files into its own log, only while the
+    leader's broker is alive (holds its lock): a dead broker serves no fetches, so what only it
+    had is truncated away once it returns, as in Kafka;
   * keep its own high watermark = min(leader's, own log end), and drop segments below the
     leader's log start offset.
 """
@@ -23,7 +25,7 @@ from dataclasses import dataclass, field
 
 from kctl.cluster.config import broker_settings, effective_config, log_config
 from kctl.cluster.layout import ClusterLayout
-from kctl.cluster.locks import CriticalSection
+from kctl.cluster.locks import CriticalSection, LockProbe
 from kctl.cluster.metadata import (
     BROKER_UP,
     ClusterMetadata,
@@ -63,6 +65,7 @@ class Replica:
     caught_up_ms: dict[int, int] = field(default_factory=dict)
     last_isr_change_ms: int = 0
     hw_published: tuple[int, int] = (-1, -2)
+    flushed: tuple[int, ...] = ()  # (log end, log start, active size, latest epoch) at the last fsync
 
     def close(self) -> None:
         if self.reader is not None:
@@ -88,6 +91,7 @@ class ReplicaManager:
         self.store = store
         self.settings = settings or broker_settings()
         self.replicas: dict[tuple[str, int], Replica] = {}
+        self._liveness: dict[int, LockProbe] = {}
 
     # -- lifecycle ------------------------------------------------------------------------------
     def open_replica(
@@ -122,6 +126,15 @@ class ReplicaManager:
         for rep in self.replicas.values():
             rep.close()
         self.replicas.clear()
+        for probe in self._liveness.values():
+            probe.close()
+        self._liveness.clear()
+
+    def broker_alive(self, broker: int) -> bool:
+        probe = self._liveness.get(broker)
+        if probe is None:
+            probe = self._liveness[broker] = LockProbe(self.layout.broker_lock(broker))
+        return probe.held()
 
     def watched_paths(self, md: ClusterMetadata) -> set[str]:
         """Every replica.state whose change should wake this broker."""
@@ -303,6 +316,8 @@ class ReplicaManager:
             if rep.reader is not None:
                 rep.reader.close()
                 rep.reader = None
+        if not self.broker_alive(leader):
+            return False  # the controller is about to elect another leader
         if not rep.synced and not self._synchronise(rep, leader, epoch):
             return False
         reader = rep.reader
@@ -396,28 +411,47 @@ class ReplicaManager:
 
     # -- periodic duties ------------------------------------------------------------------------
     def apply_retention(self, md: ClusterMetadata, now: int) -> None:
+        """``cleanup.policy``: ``delete`` drops old segments of the replicas we lead (followers
+        mirror the leader's log start); ``compact`` cleans every replica we hold, below its own
+        high watermark, once its dirty ratio passes ``min.cleanable.dirty.ratio`` (as Kafka's
+        cleaner does on each broker)."""
+        from kctl.storage.cleaner import clean_log, dirty_ratio
+
         for (topic, p), rep in self.replicas.items():
-            if rep.role != LEADER:
-                continue
             t = md.topics.get(topic)
-            if t is None:
+            if t is None or rep.role == OFFLINE:
                 continue
-            cfg = effective_config(t.config)
-            if "delete" not in cfg["cleanup.policy"]:
-                continue
-            with rep.lock.hold():
-                rep.log.refresh()
-                deleted = rep.log.delete_retained_segments(rep.hw, now)
-            if deleted:
-                log.info("retention removed %d segment(s) of %s-%d", len(deleted), topic, p)
+            policy = effective_config(t.config)["cleanup.policy"]
+            if "compact" in policy:
+                with rep.lock.hold():
+                    rep.log.refresh()
+                    result = None
+                    if dirty_ratio(rep.log, rep.hw) > rep.log.config.min_cleanable_dirty_ratio:
+                        result = clean_log(rep.log, rep.hw, now)
+                if result is not None and result.segments:
+                    log.info("compacted %d segment(s) of %s-%d: %d record(s) and %d tombstone(s) removed",
+                             len(result.segments), topic, p, result.records_removed, result.tombstones_removed)
+            if "delete" in policy and rep.role == LEADER:
+                with rep.lock.hold():
+                    rep.log.refresh()
+                    deleted = rep.log.delete_retained_segments(rep.hw, now)
+                if deleted:
+                    log.info("retention removed %d segment(s) of %s-%d", len(deleted), topic, p)
 
     def flush_all(self) -> dict[tuple[str, int], int]:
-        """fsync every replica; returns the new recovery points."""
+        """fsync every replica that changed since its last flush; returns the recovery points."""
         points = {}
         for key, rep in self.replicas.items():
+            st = rep.log._sf().read_log_end()
+            if st is not None and rep.flushed == (st.log_end_offset, st.log_start_offset, st.active_size,
+                                                  st.latest_epoch):
+                points[key] = st.log_end_offset
+                continue
             with rep.lock.hold():
                 rep.log.refresh()
                 points[key] = rep.log.flush()
+                st = rep.log.state
+                rep.flushed = (st.log_end_offset, st.log_start_offset, st.active_size, st.latest_epoch)
         return points
 
     def high_watermarks(self) -> dict[tuple[str, int], int]:
