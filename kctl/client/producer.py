@@ -31,7 +31,7 @@ from operator import add
 
 from kctl.cluster.config import effective_config
 from kctl.cluster.layout import ClusterLayout
-from kctl.cluster.locks import CriticalSection, LockProbe
+from kctl.cluster.locks import AppendLock, LockProbe
 from kctl.cluster.metadata import BROKER_UP, ClusterMetadata, MetadataStore
 from kctl.cluster.watch import IN_MODIFY, IN_MOVED_TO, ChangeWatcher
 from kctl.errors import (
@@ -99,7 +99,7 @@ class _LeaderHandle:
         self.broker = broker
         self.directory = layout.replica_dir(broker, topic, partition)
         self.log = Log(self.directory, config)
-        self.lock = CriticalSection(layout.append_lock(broker, topic, partition), "append")
+        self.lock = AppendLock(layout.append_lock(broker, topic, partition))
         self.probe = LockProbe(layout.broker_lock(broker))
         self._state: ReplicaStateFile | None = None
 
@@ -111,6 +111,7 @@ class _LeaderHandle:
 
     def close(self) -> None:
         self.log.close()
+        self.lock.close()
         self.probe.close()
         if self._state is not None:
             self._state.close()

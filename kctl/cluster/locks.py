@@ -6,8 +6,9 @@ Two kinds, as the design asks:
   ``flock`` locks taken through portalocker and held for the whole life of a process. The kernel
   drops them when the process dies, SIGKILL included, so "is broker 2 alive?" is answered by a
   non-blocking probe, never by a timeout.
-* **Critical sections** (a replica's append lock, the metadata lock, a group's lock) are short
-  ``filelock`` locks with timeouts.
+* **Critical sections** are short exclusive locks with timeouts: the metadata lock through
+  ``filelock``; a replica's append lock (:class:`AppendLock`), taken for every batch by producers
+  and fetchers, through ``flock`` directly so that waiting costs microseconds, not a 50 ms poll.
 
 Lock files are never deleted while anyone may hold them: deleting a held lock file would let a
 second process lock a new file of the same name and break mutual exclusion.
@@ -166,6 +167,49 @@ def lock_holder_pids(path: str) -> set[int]:
     except OSError:
         pass
     return pids
+
+
+class AppendLock:
+    """A replica's append lock: a short exclusive ``flock`` taken around every batch.
+
+    It is on the hot path of every producer and follower, so it keeps its file open, waits with
+    a short back-off (0.2 ms growing to 5 ms) instead of a 50 ms poll, and imports nothing.
+    """
+
+    def __init__(self, path: str, what: str = "append") -> None:
+        self.path = path
+        self.what = what
+        self._fd = -1
+
+    @contextlib.contextmanager
+    def hold(self, timeout: float = 30.0) -> Iterator[None]:
+        if self._fd < 0:
+            self._fd = _open_lock_file(self.path)
+        fd = self._fd
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            deadline = time.monotonic() + timeout
+            pause = 0.0002
+            while True:
+                time.sleep(pause)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        raise KctlTimeoutError(
+                            f"timed out after {timeout:g}s waiting for the {self.what} lock {self.path}") from None
+                    pause = min(pause * 2, 0.005)
+        try:
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
 
 
 class CriticalSection:

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 from kctl.cluster.config import broker_settings, effective_config, log_config
 from kctl.cluster.layout import ClusterLayout
-from kctl.cluster.locks import CriticalSection, LockProbe
+from kctl.cluster.locks import AppendLock, LockProbe
 from kctl.cluster.metadata import (
     BROKER_UP,
     ClusterMetadata,
@@ -51,7 +51,7 @@ class Replica:
     partition: int
     directory: str
     log: Log
-    lock: CriticalSection
+    lock: AppendLock
     topic_id: str
     hw: int = 0
     role: str = OFFLINE
@@ -76,6 +76,7 @@ class Replica:
                 sf.close()
         self.peers.clear()
         self.log.close()
+        self.lock.close()
 
 
 class ReplicaManager:
@@ -104,7 +105,7 @@ class ReplicaManager:
         hw_checkpoint: int | None,
     ) -> Replica:
         path = self.layout.replica_dir(self.broker_id, topic.name, p)
-        lock = CriticalSection(self.layout.append_lock(self.broker_id, topic.name, p), "append")
+        lock = AppendLock(self.layout.append_lock(self.broker_id, topic.name, p))
         cfg = log_config(topic.config)
         with lock.hold():
             if os.path.isdir(path):

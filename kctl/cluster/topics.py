@@ -20,7 +20,7 @@ from kctl.cluster.config import (
 )
 from kctl.cluster.elections import assign_replicas
 from kctl.cluster.layout import ClusterLayout
-from kctl.cluster.locks import CriticalSection
+from kctl.cluster.locks import AppendLock
 from kctl.cluster.metadata import ClusterMetadata, Event, MetadataStore, PartitionState, TopicState, now_ms
 from kctl.errors import (
     InvalidConfigError,
@@ -212,7 +212,7 @@ def remove_replica_dir(layout: ClusterLayout, broker: int, topic: str, partition
         return
     aside = f"{path}.{topic_id}-delete"
     try:
-        with CriticalSection(layout.append_lock(broker, topic, partition), "append").hold(timeout=10):
+        with AppendLock(layout.append_lock(broker, topic, partition)).hold(timeout=10):
             os.rename(path, aside)
     except OSError:
         return
