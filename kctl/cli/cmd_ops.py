@@ -99,6 +99,13 @@ def describe_event(ev: dict[str, Any]) -> str:
         what = t.split("_", 1)[1].replace("_", " ") if t.startswith("group_") else "offsets reset"
         extra = _pairs(ev, ("group",))
         return f"group {ev.get('group')} {what}{': ' + extra if extra else ''}"
+    if t in ("stream_started", "stream_stopped"):
+        head = (f"stream {ev.get('kind')} {ev.get('name')}: {ev.get('input')} -> {ev.get('output')} "
+                f"(group {ev.get('group')}, pid {ev.get('pid')})")
+        if t == "stream_started":
+            return f"{head} started"
+        return (f"{head} stopped ({ev.get('reason')}): {ev.get('records_in')} in, "
+                f"{ev.get('records_out')} out, {ev.get('duplicates')} already produced")
     extra = _pairs(ev, ())
     return f"{t.replace('_', ' ')}{': ' + extra if extra else ''}"
 

@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from itertools import accumulate, repeat
 from operator import add
+from typing import Any
 
 from kctl.cluster.config import effective_config
 from kctl.cluster.layout import ClusterLayout
@@ -147,6 +148,7 @@ class Producer:
         self._sticky: dict[str, int] = {}
         self._sticky_bytes: dict[str, int] = {}
         self._watcher: ChangeWatcher | None = None
+        self._topic_info: dict[str, tuple[ClusterMetadata, Any, int, dict[str, Any]]] = {}
         self.failed = 0
         self.delivered = 0
         self.first_error: KctlError | None = None
@@ -166,8 +168,11 @@ class Producer:
              partition: int | None = None, timestamp: int | None = None) -> None:
         """Queue one record; it is written when its batch fills or on :meth:`flush`."""
         md = self._md()
-        t = md.topic(topic)
-        n = len(t.partitions)
+        info = self._topic_info.get(topic)
+        if info is None or info[0] is not md:
+            t = md.topic(topic)
+            info = self._topic_info[topic] = (md, t, len(t.partitions), effective_config(t.config))
+        _md, t, n, cfg = info
         if partition is None:
             if key is not None:
                 from kctl.client.partitioner import partition_for_key
@@ -180,7 +185,6 @@ class Producer:
         size = RECORD_OVERHEAD + (len(value) if value else 0) + (len(key) if key else 0)
         if headers:
             size += sum(10 + len(h.encode()) + (len(v) if v else 0) for h, v in headers)
-        cfg = effective_config(t.config)
         max_bytes = int(cfg["max.message.bytes"])
         if key is None and "compact" in cfg["cleanup.policy"]:
             self._report_failure(topic, partition, 1, InvalidRecordError(

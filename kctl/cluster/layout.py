@@ -68,6 +68,10 @@ class ClusterLayout:
         return os.path.join(self.root, "brokers")
 
     @property
+    def streams_dir(self) -> str:
+        return os.path.join(self.root, "streams")
+
+    @property
     def connect_dir(self) -> str:
         return os.path.join(self.root, "connect")
 

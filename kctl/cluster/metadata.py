@@ -185,6 +185,10 @@ class MetadataStore:
         except NotInitializedError:
             return True
 
+    def invalidate(self) -> None:
+        """Forget the cached copy: the next load reads the file."""
+        self._cache_key = None
+
     def load(self) -> ClusterMetadata:
         """The current metadata; re-parsed only when the file changed."""
         key = self._file_key()

@@ -66,6 +66,15 @@ def create_topic(
     config = {k: coerce_config(k, v) for k, v in (config or {}).items()}
     if not isinstance(partitions, int) or partitions < 1 or partitions > MAX_PARTITIONS:
         raise InvalidPartitionsError(f"partitions must be between 1 and {MAX_PARTITIONS} (got {partitions})")
+    # the checks, the replica directories and the commit happen as one step under the metadata
+    # lock, so two concurrent creators of one topic cannot trample each other's directories
+    with store.lock.hold():
+        return _create_topic_locked(store, name, partitions, replication_factor, config, if_not_exists)
+
+
+def _create_topic_locked(store: MetadataStore, name: str, partitions: int, replication_factor: int | None,
+                         config: dict[str, Any], if_not_exists: bool) -> TopicState | None:
+    store.invalidate()
     md = store.load()
     brokers = sorted(md.brokers)
     rf = replication_factor if replication_factor is not None else min(3, len(brokers))
