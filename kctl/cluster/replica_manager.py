@@ -424,11 +424,14 @@ class ReplicaManager:
                 continue
             policy = effective_config(t.config)["cleanup.policy"]
             if "compact" in policy:
-                with rep.lock.hold():
-                    rep.log.refresh()
-                    result = None
-                    if dirty_ratio(rep.log, rep.hw) > rep.log.config.min_cleanable_dirty_ratio:
-                        result = clean_log(rep.log, rep.hw, now)
+                result = None
+                try:
+                    with rep.lock.hold():
+                        rep.log.refresh()
+                        if dirty_ratio(rep.log, rep.hw) > rep.log.config.min_cleanable_dirty_ratio:
+                            result = clean_log(rep.log, rep.hw, now)
+                except (OSError, KctlError) as exc:  # a damaged replica must not stop the broker
+                    log.warning("cleaning %s-%d: %s", topic, p, exc)
                 if result is not None and result.segments:
                     log.info("compacted %d segment(s) of %s-%d: %d record(s) and %d tombstone(s) removed",
                              len(result.segments), topic, p, result.records_removed, result.tombstones_removed)

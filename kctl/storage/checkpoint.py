@@ -12,7 +12,8 @@ Formats (as a Kafka broker writes them, so its tools read ours and ours read the
 
 Readers are strict: a file that is truncated or malformed raises CorruptRecordError naming the
 path, and callers fall back (e.g. recover from the log instead of trusting a recovery point).
-A missing offsets or leader-epoch checkpoint reads as empty, as in Kafka.
+A missing offsets or leader-epoch checkpoint reads as empty, as in Kafka; a missing
+``meta.properties`` or ``partition.metadata`` raises FileNotFoundError (the directory is new).
 
 Concurrency contract: none of these functions lock. Writers hold whatever lock guards the file;
 ``atomic_write`` makes each update all-or-nothing for readers and across crashes.
@@ -71,6 +72,14 @@ def _fsync_directory(directory: str) -> None:
         os.close(fd)
 
 
+def _lines(text: str) -> list[str]:
+    """Split lines as Java's readers do: at \\n, \\r or \\r\\n only (not str.splitlines' extras)."""
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    if lines and not lines[-1]:
+        lines.pop()
+    return lines
+
+
 def _corrupt(path: str | os.PathLike[str], problem: str) -> CorruptRecordError:
     return CorruptRecordError(f"checkpoint file {os.fspath(path)} is malformed: {problem}")
 
@@ -93,7 +102,7 @@ def _read_entries(path: str | os.PathLike[str], fields: int) -> list[list[str]] 
     text = _read_text(path)
     if text is None:
         return None
-    lines = text.splitlines()
+    lines = _lines(text)
     if len(lines) < 2:
         raise _corrupt(path, f"{len(lines)} lines, a checkpoint has at least a version and a count")
     version, count_line = lines[0].strip(), lines[1].strip()
@@ -171,10 +180,10 @@ def write_meta_properties(path: str | os.PathLike[str], *, broker_id: int, clust
 
 
 def read_meta_properties(path: str | os.PathLike[str]) -> dict[str, str]:
-    """All properties of a ``meta.properties`` file; ``{}`` if missing."""
+    """All properties of a ``meta.properties`` file; FileNotFoundError if there is none."""
     text = _read_text(path)
     if text is None:
-        return {}
+        raise FileNotFoundError(f"no meta.properties at {os.fspath(path)}")
     return parse_properties(text, os.fspath(path))
 
 
@@ -206,7 +215,7 @@ def parse_properties(text: str, source: str = "<properties>") -> dict[str, str]:
     continuation lines). Malformed escapes raise CorruptRecordError naming ``source``."""
     logical: list[str] = []
     pending = ""
-    for raw in text.splitlines():
+    for raw in _lines(text):
         line = raw.lstrip(" \t\f")
         if not pending and (not line or line[0] in "#!"):
             continue
@@ -300,7 +309,7 @@ def read_partition_metadata(path: str | os.PathLike[str]) -> str:
     if text is None:
         raise FileNotFoundError(f"no partition metadata at {os.fspath(path)}")
     fields: dict[str, str] = {}
-    for line in text.splitlines():
+    for line in _lines(text):
         if not line.strip():
             continue
         key, colon, value = line.partition(":")

@@ -64,7 +64,7 @@ def _cramjam(codec: Compression) -> ModuleType:
     return cramjam
 
 
-def compress(codec: Compression, data: bytes) -> bytes:
+def compress(codec: Compression, data: bytes | memoryview) -> bytes:
     """Compress a batch's records section as one stream in ``codec``'s Kafka format."""
     if codec == Compression.NONE:
         return bytes(data)
@@ -84,14 +84,14 @@ def compress(codec: Compression, data: bytes) -> bytes:
         return b"".join(parts)
     if codec == Compression.LZ4:
         compressor = cramjam.lz4.Compressor(content_checksum=False, block_linked=False)
-        compressor.compress(data)
+        compressor.compress(data if isinstance(data, bytes) else bytes(data))  # it takes bytes only
         return bytes(compressor.finish())
     if codec == Compression.ZSTD:
         return bytes(cramjam.zstd.compress(data, level=ZSTD_LEVEL))
     raise InvalidArgumentError(f"unknown compression codec id {int(codec)}")
 
 
-def decompress(codec: Compression, data: bytes) -> bytes:
+def decompress(codec: Compression, data: bytes | memoryview) -> bytes:
     """Inverse of :func:`compress`; malformed input raises CorruptRecordError."""
     if codec == Compression.NONE:
         return bytes(data)
@@ -112,7 +112,7 @@ def decompress(codec: Compression, data: bytes) -> bytes:
     raise CorruptRecordError(f"unknown compression codec id {int(codec)}")
 
 
-def _gunzip(data: bytes) -> bytes:
+def _gunzip(data: bytes | memoryview) -> bytes:
     import zlib
 
     parts = []
@@ -130,7 +130,7 @@ def _gunzip(data: bytes) -> bytes:
         raise CorruptRecordError(f"gzip decompression failed: {exc}") from None
 
 
-def _unsnappy(cramjam: ModuleType, data: bytes) -> bytes:
+def _unsnappy(cramjam: ModuleType, data: bytes | memoryview) -> bytes:
     view = memoryview(data)
     if bytes(view[:8]) != XERIAL_MAGIC:
         return bytes(cramjam.snappy.decompress_raw(view))

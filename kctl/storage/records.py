@@ -14,17 +14,20 @@ keyLength varint | key | valueLength varint | value | headerCount varint | heade
 zig-zag varints and -1 lengths meaning null.
 
 Encoding and decoding are the producer's and consumer's hot paths, so both have fast paths for
-the common shape (null keys, no headers, one timestamp per batch): the encoder assembles a batch
-from precomputed varint tables with ``map``/``zip`` so the per-record work runs in C, and the
-decoder parses one- and two-byte varints inline. Everything else takes a general path that is
-slower but handles every field. Every malformed input raises
-:class:`~kctl.errors.CorruptRecordError` and nothing else.
+the common shapes (no headers, one timestamp per batch, keys all null or all short): the encoder
+assembles the records from precomputed varint tables with ``map``/``zip`` so that the per-record
+work runs in C; the decoder walks only the record lengths, slices keys and values out, and then
+proves its reading by re-encoding it and comparing bytes (a batch of another shape, or a
+malformed one, falls through to the general decoder). The general paths handle every field and
+are slower. Every malformed input raises :class:`~kctl.errors.CorruptRecordError` and nothing
+else; the encoder raises ValueError for arguments Kafka's format cannot hold.
 """
 
 from __future__ import annotations
 
 import struct
 import time
+from _thread import allocate_lock
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from itertools import chain, repeat
@@ -49,7 +52,9 @@ __all__ = [
     "encode_batch",
     "iter_batches",
     "read_header",
+    "read_zigzag_varint",
     "restamp",
+    "zigzag_varint",
 ]
 
 HEADER_SIZE = 61
@@ -199,18 +204,16 @@ def restamp(batch: bytearray | memoryview, pos: int, base_offset: int, partition
 # -- varints ----------------------------------------------------------------------------------
 def zigzag_varint(value: int) -> bytes:
     """Kafka's zig-zag base-128 encoding of a signed (up to 64-bit) integer."""
+    if not -(1 << 63) <= value < 1 << 63:
+        raise ValueError(f"{value} does not fit a varlong")
     unsigned = (value << 1) ^ (value >> 63)
     if unsigned < 0x80:
-        if unsigned < 0:
-            raise ValueError(f"{value} does not fit a varlong")
         return bytes((unsigned,))
     out = bytearray()
     while unsigned >= 0x80:
         out.append((unsigned & 0x7F) | 0x80)
         unsigned >>= 7
     out.append(unsigned)
-    if len(out) > 10:
-        raise ValueError(f"{value} does not fit a varlong")
     return bytes(out)
 
 
@@ -253,6 +256,7 @@ _ZERO_VARINT: list[bytes] = []
 _PLAIN_PREFIX: list[bytes] = []
 _PLAIN_FIXED: list[int] = []
 _LAST_HEADER_COUNT = (b"\x00",)
+_TABLES_LOCK = allocate_lock()
 
 
 def _tables_cover(need: int) -> bool:
@@ -265,20 +269,25 @@ def _tables_cover(need: int) -> bool:
 
 
 def _grow_tables(size: int) -> None:
-    """Extend every table to ``size`` entries with C-level loops."""
-    start = len(_VARINT)
-    if size <= start:
-        return
-    encoded = [bytes((n << 1,)) for n in range(start, min(size, 64))]
-    encoded += [bytes(((n << 1) & 0x7F | 0x80, n >> 6)) for n in range(max(start, 64), min(size, 1 << 13))]
-    encoded += [zigzag_varint(n) for n in range(max(start, 1 << 13), size)]
-    sizes = list(map(len, encoded))
-    _VARINT.extend(encoded)
-    _VARINT_SIZE.extend(sizes)
-    _VARINT_SPAN.extend(map(add, sizes, range(start, size)))
-    _ZERO_VARINT.extend(map(add, repeat(b"\x00"), encoded))
-    _PLAIN_PREFIX.extend(map(add, map(add, repeat(b"\x00\x00"), encoded), repeat(b"\x01")))
-    _PLAIN_FIXED.extend(map(add, sizes, repeat(4)))
+    """Extend every table to ``size`` entries with C-level loops.
+
+    Thread-safe: growth is serialised, and ``_VARINT`` (whose length :func:`_tables_cover`
+    checks) grows last, so a reader never sees it longer than the tables zipped with it.
+    """
+    with _TABLES_LOCK:
+        start = len(_VARINT)
+        if size <= start:
+            return
+        encoded = [bytes((n << 1,)) for n in range(start, min(size, 64))]
+        encoded += [bytes(((n << 1) & 0x7F | 0x80, n >> 6)) for n in range(max(start, 64), min(size, 1 << 13))]
+        encoded += [zigzag_varint(n) for n in range(max(start, 1 << 13), size)]
+        sizes = list(map(len, encoded))
+        _VARINT_SIZE.extend(sizes)
+        _VARINT_SPAN.extend(map(add, sizes, range(start, size)))
+        _ZERO_VARINT.extend(map(add, repeat(b"\x00"), encoded))
+        _PLAIN_PREFIX.extend(map(add, map(add, repeat(b"\x00\x00"), encoded), repeat(b"\x01")))
+        _PLAIN_FIXED.extend(map(add, sizes, repeat(4)))
+        _VARINT.extend(encoded)
 
 
 # -- encoding ---------------------------------------------------------------------------------
@@ -484,41 +493,60 @@ def _corrupt(header: BatchHeader, problem: str) -> CorruptRecordError:
     return CorruptRecordError(f"batch at offset {header.base_offset} is malformed: {problem}")
 
 
-def _plain_values(data: bytes, count: int) -> list[bytes | None] | None:
-    """The values of a records section in the common shape, or None if it is not in that shape.
+def _common_shape(data: bytes, count: int) -> tuple[list[bytes] | None, list[bytes]] | None:
+    """``(keys, values)`` of a records section in a common shape, or None if it is in neither.
 
-    The common shape is what :func:`encode_batch` writes for a producer: null keys, no headers,
-    one timestamp, offset deltas 0, 1, 2... Only the record lengths are walked; each value is taken
-    from the end of its record. The result is then proven by re-encoding it and comparing the bytes,
-    so a batch of another shape (or a malformed one) costs time here, never a wrong answer.
+    The common shapes are what :func:`encode_batch` writes for a producer: no headers, one
+    timestamp, offset deltas 0, 1, 2..., non-null values, and keys either all null (``keys`` is
+    then None) or all non-null and shorter than 64 bytes. Only the record lengths (and key
+    lengths) are walked; each value is taken from the end of its record. The result is then
+    proven by re-encoding it and comparing the bytes, so a batch of another shape (or a malformed
+    one) costs time here, never a wrong answer.
     """
-    if not count or not _tables_cover(count) or not data.startswith(_PLAIN_START, 1 if data[0] < 0x80 else 2):
+    if not count or len(data) < 5 or not _tables_cover(count):
         return None
-    values: list[bytes | None] = []
+    first = 1 if data[0] < 0x80 else 2
+    if not data.startswith(b"\x00\x00\x00", first):  # attributes, timestampDelta 0, offsetDelta 0
+        return None
+    keys: list[bytes] | None = None
+    values: list[bytes] = []
     add_value = values.append
     pos = 0
     try:
-        for fixed in _PLAIN_FIXED[:count]:
-            # record length in one or two bytes; ``start`` is where the value length should be
-            byte = data[pos]
-            if byte < 0x80:
-                start = pos + fixed
-                pos += 1 + (byte >> 1)
-            else:
-                start = pos + fixed + 1
-                pos += 2 + (((byte & 0x7F) | (data[pos + 1] << 7)) >> 1)
-            add_value(data[start + 1 if data[start] < 0x80 else start + 2 : pos - 1])
+        if data[first + 3] == 1:  # null keys
+            for fixed in _PLAIN_FIXED[:count]:
+                # record length in one or two bytes; ``start`` is where the value length should be
+                byte = data[pos]
+                if byte < 0x80:
+                    start = pos + fixed
+                    pos += 1 + (byte >> 1)
+                else:
+                    start = pos + fixed + 1
+                    pos += 2 + (((byte & 0x7F) | (data[pos + 1] << 7)) >> 1)
+                add_value(data[start + 1 if data[start] < 0x80 else start + 2 : pos - 1])
+        else:
+            keys = []
+            add_key = keys.append
+            for offset_size in _VARINT_SIZE[:count]:
+                # ``start`` is where the key length should be: one byte for a short key
+                byte = data[pos]
+                if byte < 0x80:
+                    start = pos + 3 + offset_size
+                    pos += 1 + (byte >> 1)
+                else:
+                    start = pos + 4 + offset_size
+                    pos += 2 + (((byte & 0x7F) | (data[pos + 1] << 7)) >> 1)
+                key_end = start + 1 + (data[start] >> 1)
+                add_key(data[start + 1 : key_end])
+                add_value(data[key_end + 1 if data[key_end] < 0x80 else key_end + 2 : pos - 1])
     except IndexError:
         return None
     if pos != len(data):
         return None
-    encoded = _records_after_zero(values, None, None)
+    encoded = _records_after_zero(values, keys, None)
     if encoded is None or len(encoded) != pos + 1 or not encoded.endswith(data):
         return None
-    return values
-
-
-_PLAIN_START = b"\x00\x00\x00\x01"  # attributes 0, timestampDelta 0, offsetDelta 0, null key
+    return keys, values
 
 
 def decode_batch(
@@ -529,17 +557,18 @@ def decode_batch(
     With LogAppendTime set, every record's timestamp is the batch's ``max_timestamp``, as in Kafka.
     """
     header, data = _batch_records(buf, pos, verify_crc)
-    plain = _plain_values(data, header.records_count)
-    if plain is None:
+    shape = _common_shape(data, header.records_count)
+    if shape is None:
         return header, _decode_records(header, data)
-    count = len(plain)
+    keys, values = shape
+    count = len(values)
     base_offset = header.base_offset
     timestamp = header.max_timestamp if header.attributes & TIMESTAMP_TYPE_MASK else header.base_timestamp
     rows = zip(
         range(base_offset, base_offset + count),
         repeat(timestamp, count),
-        repeat(None, count),
-        plain,
+        repeat(None, count) if keys is None else keys,
+        values,
         repeat((), count),
         strict=True,
     )
@@ -681,9 +710,9 @@ def decode_values(
 ) -> tuple[BatchHeader, list[bytes | None]]:
     """The header and just the record values, in order (the consumer's plain-output path)."""
     header, data = _batch_records(buf, pos, verify_crc)
-    plain = _plain_values(data, header.records_count)
-    if plain is not None:
-        return header, plain
+    shape = _common_shape(data, header.records_count)
+    if shape is not None:
+        return header, shape[1]  # type: ignore[return-value]
     values: list[bytes | None] = []
     add_value = values.append
     size = len(data)
@@ -754,3 +783,86 @@ def decode_values(
     if pos != size:
         raise _corrupt(header, f"{size - pos} bytes after the last of {header.records_count} records")
     return header, values
+
+
+# -- re-encoding with explicit offset deltas (the log cleaner) --------------------------------
+DeltaRecord = tuple[int, int, bytes | None, bytes | None, Sequence[tuple[str, bytes | None]]]
+"""(offsetDelta, timestamp, key, value, headers): one record of a batch being rewritten."""
+
+
+def encode_batch_with_deltas(
+    records: Sequence[DeltaRecord],
+    *,
+    base_offset: int,
+    last_offset_delta: int,
+    attributes: int = 0,
+    partition_leader_epoch: int = -1,
+    producer_id: int = -1,
+    producer_epoch: int = -1,
+    base_sequence: int = -1,
+    max_timestamp: int | None = None,
+) -> bytes:
+    """One batch whose records keep the offset deltas they had, as compaction leaves them.
+
+    Unlike :func:`encode_batch`, the offsets may have gaps: each record carries its own
+    ``offsetDelta`` (strictly increasing, within ``[0, last_offset_delta]``), and the header keeps
+    ``last_offset_delta``, so the batch still ends where the original did. ``attributes`` are the
+    original batch's (compression codec, timestamp type, transactional and control bits).
+    ``max_timestamp`` None means the largest record timestamp; pass the original for a
+    LogAppendTime batch, whose records all read as its max timestamp.
+
+    No records gives Kafka's empty batch: recordsCount 0, baseTimestamp -1, ``max_timestamp`` as
+    given, and no compression (there is nothing to compress).
+    """
+    if not 0 <= last_offset_delta <= 0x7FFFFFFF:
+        raise ValueError(f"lastOffsetDelta {last_offset_delta} is out of range")
+    previous = -1
+    for record in records:
+        delta = record[0]
+        if not previous < delta <= last_offset_delta:
+            raise ValueError(f"offset delta {delta} is not increasing within [0, {last_offset_delta}]")
+        previous = delta
+    if not records:
+        if max_timestamp is None:
+            raise ValueError("an empty batch keeps the original batch's max timestamp: pass it")
+        attributes &= ~COMPRESSION_MASK
+        base_timestamp = -1
+        section: bytes = b""
+    else:
+        base_timestamp = records[0][1]
+        if max_timestamp is None:
+            max_timestamp = max(record[1] for record in records)
+        out: list[bytes] = []
+        for delta, timestamp, key, value, record_headers in records:
+            parts = [b"\x00", zigzag_varint(timestamp - base_timestamp), zigzag_varint(delta)]
+            for field_bytes in (key, value):
+                if field_bytes is None:
+                    parts.append(b"\x01")
+                else:
+                    parts.append(zigzag_varint(len(field_bytes)))
+                    parts.append(bytes(field_bytes))
+            parts.append(zigzag_varint(len(record_headers)))
+            for name, header_value in record_headers:
+                encoded_name = name.encode()
+                parts.append(zigzag_varint(len(encoded_name)))
+                parts.append(encoded_name)
+                if header_value is None:
+                    parts.append(b"\x01")
+                else:
+                    parts.append(zigzag_varint(len(header_value)))
+                    parts.append(bytes(header_value))
+            body = b"".join(parts)
+            out.append(zigzag_varint(len(body)))
+            out.append(body)
+        section = b"".join(out)
+        codec = attributes & COMPRESSION_MASK
+        if codec:
+            section = compress(Compression(codec), section)
+    try:
+        tail = _TAIL.pack(attributes, last_offset_delta, base_timestamp, max_timestamp, producer_id,
+                          producer_epoch, base_sequence, len(records))
+        head = _HEAD.pack(base_offset, MIN_BATCH_LENGTH + len(section), partition_leader_epoch, MAGIC,
+                          crc32c(section, crc32c(tail)))
+    except struct.error as exc:
+        raise ValueError(f"batch header field out of range: {exc}") from None
+    return b"".join((head, tail, section))
