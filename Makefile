@@ -11,6 +11,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	# compat mode: a plain .pth path entry, so start-up pays for no import hook
 	$(PY) -m pip install --quiet -e '.[dev]' --config-settings editable_mode=compat
+	$(PY) -m compileall -q kctl
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -24,6 +25,7 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check kctl tests benchmarks
 
 bench: $(STAMP)
+	$(PY) -m compileall -q kctl
 	$(PY) benchmarks/run.py
 
 chaos: $(STAMP)

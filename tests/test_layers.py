@@ -67,3 +67,27 @@ def test_help_lists_every_command_group():
     for word in ("cluster", "broker", "topic", "describe", "produce", "consume", "group", "elect", "events",
                  "watch", "log", "perf", "demo"):
         assert word in res.stdout, word
+
+
+def test_produce_fast_path_accepts_exactly_the_typer_commands_options():
+    """The argparse fast path for one-shot produce must never drift from the typer command."""
+    from kctl.cli.app import build_command
+    from kctl.cli.fastpath import PRODUCE_OPTIONS
+
+    produce = build_command(["produce"]).commands["produce"]
+    typer_opts = {p.name: tuple(sorted(p.opts)) for p in produce.params if p.param_type_name == "option"}
+    fast_opts = {dest: tuple(sorted(flags)) for dest, (flags, _extra) in PRODUCE_OPTIONS.items()}
+    assert typer_opts == fast_opts
+    defaults = {p.name: p.default for p in produce.params if p.param_type_name == "option"}
+    for dest, (_flags, extra) in PRODUCE_OPTIONS.items():
+        if "default" in extra and extra["default"] != []:
+            assert defaults[dest] == extra["default"], dest
+
+
+def test_produce_fast_path_does_not_import_typer(tmp_path):
+    code = ("import sys; from kctl.cli.fastpath import try_produce\n"
+            "try:\n    try_produce(['--data-dir', sys.argv[1], 'produce', 't', 'x'])\n"
+            "except Exception as exc:\n    print(type(exc).__name__)\n"
+            "print('typer' in sys.modules)")
+    res = subprocess.run([sys.executable, "-c", code, str(tmp_path / "none")], capture_output=True, text=True)
+    assert res.stdout.split() == ["NotInitializedError", "False"], res.stdout + res.stderr

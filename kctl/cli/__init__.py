@@ -23,12 +23,28 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def run(argv: list[str] | None = None) -> int:
-    import typer
-
     from kctl.errors import KctlError
 
     debug = os.environ.get("KCTL_DEBUG") not in (None, "", "0")
     args = sys.argv[1:] if argv is None else argv
+    if "produce" in args and not any(k.endswith("_COMPLETE") for k in os.environ):
+        # the one-shot fast path: no typer import for a plainly well-formed `kctl produce`
+        from kctl.cli.fastpath import try_produce
+
+        try:
+            rv = try_produce(args)
+        except KctlError as exc:
+            if debug:
+                raise
+            return _error(str(exc), exc.exit_code)
+        except KeyboardInterrupt:
+            return 130
+        except BrokenPipeError:
+            return 0
+        if rv is not None:
+            return rv
+    import typer
+
     try:
         from kctl.cli.app import build_command
 

@@ -135,6 +135,7 @@ def run_consume(st: State, topics: list[str], group: str | None, partition: int 
                     wanted[tp] = start
         consumer.assign(wanted)
     written = 0
+    idle_polls = 0
     guarded = group is not None
     try:
         while not stop["flag"]:
@@ -142,7 +143,10 @@ def run_consume(st: State, topics: list[str], group: str | None, partition: int 
                 break
             stop["guard"] = guarded
             try:
-                batches = consumer.poll(0.5 if exit_at_end else 1.0, values_only=writer.values_only)
+                # with -e, a caught-up consumer checks "at the end?" at once instead of waiting
+                wait = 0.0 if exit_at_end and idle_polls == 0 else (0.5 if exit_at_end else 1.0)
+                batches = consumer.poll(wait, values_only=writer.values_only)
+                idle_polls = 0 if batches else idle_polls + 1
                 done = not batches and exit_at_end and consumer.at_end()
             finally:
                 stop["guard"] = False

@@ -321,8 +321,21 @@ class Producer:
             if h is not None:
                 h.close()
             h = self._handles[tp] = _LeaderHandle(self.layout, leader, tp[0], tp[1], config)
+            if self.acks == "all":
+                # watch before the first append, so a high watermark published right after it
+                # wakes us instead of being missed until a timeout
+                self._watch(h)
         h.log.config = config
         return h
+
+    def _watch(self, h: _LeaderHandle) -> ChangeWatcher:
+        w = self._watcher
+        if w is None:
+            w = self._watcher = ChangeWatcher()
+            w.watch(self.layout.metadata_dir, IN_MOVED_TO)
+        if not w.is_watching(h.state.path):
+            w.watch(h.state.path, IN_MODIFY)
+        return w
 
     def _write(self, batch: _Batch, deadline: float | None = None) -> None:
         """Append ``batch`` to the current leader (retrying through leader changes)."""
@@ -403,13 +416,14 @@ class Producer:
         return None
 
     def _wait_change(self, tp: tuple[str, int], timeout: float) -> None:
-        w = self._watcher
-        if w is None:
-            w = self._watcher = ChangeWatcher()
-            w.watch(self.layout.metadata_dir, IN_MOVED_TO)
         h = self._handles.get(tp)
-        if h is not None and not w.is_watching(h.state.path):
-            w.watch(h.state.path, IN_MODIFY)
+        if h is not None:
+            w = self._watch(h)
+        else:
+            w = self._watcher or ChangeWatcher()
+            if self._watcher is None:
+                self._watcher = w
+                w.watch(self.layout.metadata_dir, IN_MOVED_TO)
         w.wait(timeout)
 
     # -- acknowledgement ------------------------------------------------------------------------

@@ -32,10 +32,14 @@ def _load_libc():  # type: ignore[no-untyped-def]
     global _libc
     if _libc is None:
         import ctypes
-        import ctypes.util
 
         try:
-            lib = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+            try:
+                lib = ctypes.CDLL("libc.so.6", use_errno=True)  # glibc: no library search needed
+            except OSError:
+                import ctypes.util  # slower: imports shutil and subprocess
+
+                lib = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
             lib.inotify_init1.argtypes = [ctypes.c_int]
             lib.inotify_add_watch.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_uint32]
             lib.inotify_rm_watch.argtypes = [ctypes.c_int, ctypes.c_int]
