@@ -316,7 +316,7 @@ def log_verify(ctx: typer.Context) -> None:
 
     Example: kctl log verify
     """
-    from kctl.errors import CorruptRecordError
+    from kctl.errors import CorruptRecordError, NotInitializedError
     from kctl.storage.checkpoint import read_offsets_checkpoint
     from kctl.storage.verify import Problem, verify_replica
 
@@ -324,6 +324,18 @@ def log_verify(ctx: typer.Context) -> None:
     c = st.cluster()
     problems: list[Problem] = []
     checked = 0
+    c.broker_ids  # noqa: B018 - cluster.json must exist and parse (exit 3 otherwise) before the rest
+    try:
+        md = c.store.load()
+        for t in md.topics.values():
+            for p, part in enumerate(t.partitions):
+                if len(set(part.replicas)) != len(part.replicas) or not set(part.isr) <= set(part.replicas) \
+                        or (part.leader is not None and part.leader not in part.replicas):
+                    problems.append(Problem(c.layout.metadata_file, None,
+                                            f"{t.name}-{p}: inconsistent replicas {part.replicas}, "
+                                            f"ISR {part.isr}, leader {part.leader}"))
+    except (NotInitializedError, KeyError, TypeError, ValueError) as exc:
+        problems.append(Problem(c.layout.metadata_file, None, f"unreadable: {exc}"))
     for b in c.broker_ids:
         bdir = c.layout.broker_dir(b)
         for name in ("recovery-point-offset-checkpoint", "replication-offset-checkpoint",

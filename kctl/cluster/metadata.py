@@ -204,7 +204,7 @@ class MetadataStore:
                 return self._cache
             except FileNotFoundError:
                 time.sleep(0.001)
-            except (ValueError, KeyError, TypeError) as exc:
+            except (ValueError, KeyError, TypeError, IsADirectoryError, PermissionError) as exc:
                 raise NotInitializedError(f"{self.layout.metadata_file} is damaged: {exc}") from None
         raise NotInitializedError(f"{self.layout.metadata_file} could not be read")
 

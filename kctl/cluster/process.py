@@ -79,6 +79,9 @@ def signal_broker(layout: ClusterLayout, broker_id: int, sig: int) -> int:
         # with the pidfd open the PID names this process for good; now prove it is the broker
         if pid not in lock_holder_pids(path):
             raise BrokerError(f"refusing to signal PID {pid}: it does not hold broker {broker_id}'s lock")
+        if not is_broker_command(pid, broker_id):
+            raise BrokerError(f"refusing to signal PID {pid}: it holds broker {broker_id}'s lock but is not a "
+                              "kctl broker process")
         if pidfd >= 0:
             signal.pidfd_send_signal(pidfd, sig)
         else:
@@ -89,6 +92,22 @@ def signal_broker(layout: ClusterLayout, broker_id: int, sig: int) -> int:
         if pidfd >= 0:
             os.close(pidfd)
     return pid
+
+
+def is_broker_command(pid: int, broker_id: int) -> bool:
+    """True if ``pid``'s command line is a kctl broker for ``broker_id`` (the background process, or
+    ``kctl broker start ID --foreground``)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            args = [a.decode(errors="replace") for a in f.read().split(b"\0") if a]
+    except OSError:
+        return False
+    if "kctl.cluster.broker" in args:
+        return any(a == "--broker-id" and i + 1 < len(args) and args[i + 1] == str(broker_id)
+                   for i, a in enumerate(args))
+    if "--foreground" in args and "broker" in args and "start" in args:
+        return str(broker_id) in args[args.index("start") + 1:]
+    return False
 
 
 def process_gone(pid: int) -> bool:

@@ -21,6 +21,7 @@ Concurrency contract: none of these functions lock. Writers hold whatever lock g
 
 from __future__ import annotations
 
+import itertools
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -102,6 +103,10 @@ def _read_entries(path: str | os.PathLike[str], fields: int) -> list[list[str]] 
     text = _read_text(path)
     if text is None:
         return None
+    if text and not text.endswith("\n"):
+        # every checkpoint we write ends in a newline: without it the last line may be cut
+        # inside a number and still parse (a torn write, never a complete file)
+        raise _corrupt(path, "it does not end in a newline (a torn write)")
     lines = _lines(text)
     if len(lines) < 2:
         raise _corrupt(path, f"{len(lines)} lines, a checkpoint has at least a version and a count")
@@ -162,7 +167,11 @@ def read_leader_epoch_checkpoint(path: str | os.PathLike[str]) -> list[tuple[int
     entries = _read_entries(path, 2)
     if entries is None:
         return []
-    return [(_to_int(path, epoch), _to_int(path, start)) for epoch, start in entries]
+    pairs = [(_to_int(path, epoch), _to_int(path, start)) for epoch, start in entries]
+    for (e1, s1), (e2, s2) in itertools.pairwise(pairs):
+        if not (e2 > e1 and s2 >= s1):
+            raise _corrupt(path, f"entries ({e1}, {s1}) and ({e2}, {s2}) do not increase")
+    return pairs
 
 
 def write_leader_epoch_checkpoint(path: str | os.PathLike[str], entries: Sequence[tuple[int, int]]) -> None:

@@ -178,10 +178,6 @@ def test_signal_broker_through_the_api_checks_the_holder(make_cluster, dummy) ->
         assert f.read().rsplit(")", 1)[-1].split()[0] != "T", "the dummy was stopped"
 
 
-@pytest.mark.xfail(strict=False, reason="known gap: `kctl broker kill` SIGKILLs whatever process holds "
-                                        "broker.lock without checking that it is a kctl broker of this "
-                                        "cluster (its command line), so a foreign process locking the file "
-                                        "is killed")
 def test_kill_refuses_a_lock_holder_that_is_not_a_broker(make_cluster, data_dir) -> None:
     c = make_cluster(brokers=3)
     c.stop_broker(0)
