@@ -27,38 +27,19 @@ def run(argv: list[str] | None = None) -> int:
 
     debug = os.environ.get("KCTL_DEBUG") not in (None, "", "0")
     args = sys.argv[1:] if argv is None else argv
-    if "produce" in args and not any(k.endswith("_COMPLETE") for k in os.environ):
-        # the one-shot fast path: no typer import for a plainly well-formed `kctl produce`
-        from kctl.cli.fastpath import try_produce
-
-        try:
-            rv = try_produce(args)
-        except KctlError as exc:
-            if debug:
-                raise
-            return _error(str(exc), exc.exit_code)
-        except KeyboardInterrupt:
-            return 130
-        except BrokenPipeError:
-            return 0
-        if rv is not None:
-            return rv
-    import typer
-
     try:
-        from kctl.cli.app import build_command
+        if "produce" in args and not any(k.endswith("_COMPLETE") for k in os.environ):
+            # the one-shot fast path: no typer import for a plainly well-formed `kctl produce`
+            from kctl.cli.fastpath import try_produce
 
-        command = build_command(args)
-        rv = command.main(args=args, prog_name="kctl", standalone_mode=False)
-        return rv if isinstance(rv, int) else 0
+            rv = try_produce(args)
+            if rv is not None:
+                return rv
+        return _run_typer(args, debug)
     except KctlError as exc:
         if debug:
             raise
         return _error(str(exc), exc.exit_code)
-    except typer.Exit as exc:
-        return int(getattr(exc, "exit_code", 0) or 0)
-    except typer.Abort:
-        return _error("aborted", 130)
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
@@ -69,6 +50,26 @@ def run(argv: list[str] | None = None) -> int:
         except OSError:
             pass
         return 0
+    except OSError as exc:
+        if debug:
+            raise
+        return _error(f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc), 1)
+
+
+def _run_typer(args: list[str], debug: bool) -> int:
+    """The typer application; its own exceptions become exit codes here, ours in :func:`run`."""
+    import typer
+
+    from kctl.cli.app import build_command
+
+    try:
+        command = build_command(args)
+        rv = command.main(args=args, prog_name="kctl", standalone_mode=False)
+        return rv if isinstance(rv, int) else 0
+    except typer.Exit as exc:
+        return int(getattr(exc, "exit_code", 0) or 0)
+    except typer.Abort:
+        return _error("aborted", 130)
     except typer.TyperException as exc:
         if debug:
             raise
@@ -77,7 +78,3 @@ def run(argv: list[str] | None = None) -> int:
         ctx = getattr(exc, "ctx", None)
         hint = f" (see: {ctx.command_path} --help)" if ctx is not None else ""
         return _error(f"{message}{hint}", int(getattr(exc, "exit_code", 2) or 2))
-    except OSError as exc:
-        if debug:
-            raise
-        return _error(f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc), 1)

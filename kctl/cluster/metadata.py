@@ -171,7 +171,7 @@ class MetadataStore:
     def _file_key(self) -> tuple[int, int, int]:
         try:
             st = os.stat(self.layout.metadata_file)
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             self.layout.read_cluster_file()  # a clear error for a missing or foreign directory
             raise NotInitializedError(
                 f"{self.layout.root} has no metadata (re-run: kctl cluster init)"
