@@ -29,7 +29,9 @@ def main() -> int:
     failed = []
     for script in scripts:
         print(f"\n## {os.path.basename(script)}", flush=True)
-        cmd = [sys.executable, script] + (["--quick"] if args.quick else [])
+        with open(script, encoding="utf-8") as f:
+            supports_quick = '"--quick"' in f.read()
+        cmd = [sys.executable, script] + (["--quick"] if args.quick and supports_quick else [])
         rc = subprocess.call(cmd)
         if rc != 0:
             failed.append(os.path.basename(script))
