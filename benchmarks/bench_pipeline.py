@@ -16,7 +16,9 @@ import sys
 import tempfile
 import time
 
-KCTL = [sys.executable, "-m", "kctl"]
+# the console script users run (python -m kctl when it is not installed next to this interpreter)
+_SCRIPT = os.path.join(os.path.dirname(sys.executable), "kctl")
+KCTL = [_SCRIPT] if os.path.exists(_SCRIPT) else [sys.executable, "-m", "kctl"]
 
 
 def kctl(data_dir: str, *args: str, **kw: object) -> subprocess.CompletedProcess[bytes]:

@@ -134,6 +134,10 @@ def run_consume(st: State, topics: list[str], group: str | None, partition: int 
                 if partition is None or tp[1] == partition:
                     wanted[tp] = start
         consumer.assign(wanted)
+    from kctl.cli.progress import Progress
+
+    # progress on stderr only while records go elsewhere than this terminal
+    progress = Progress("consumed", enabled=sys.stderr.isatty() and not sys.stdout.isatty())
     written = 0
     idle_polls = 0
     guarded = group is not None
@@ -160,6 +164,7 @@ def run_consume(st: State, topics: list[str], group: str | None, partition: int 
             n, positions = writer.write(batches, remaining)  # unguarded: a blocked stdout stays interruptible
             stop["guard"] = guarded
             written += n
+            progress.tick(n)
             if group is not None:
                 consumer.delivered(positions)
             stop["guard"] = False
@@ -173,6 +178,7 @@ def run_consume(st: State, topics: list[str], group: str | None, partition: int 
             except BrokenPipeError:
                 pass
             consumer.close()
+            progress.close()
         finally:
             signal.signal(signal.SIGTERM, old_term)
             if group is not None:

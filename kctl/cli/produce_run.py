@@ -47,12 +47,26 @@ def unescape(text: str) -> bytes:
     return bytes(out)
 
 
-def _stdin_ready() -> bool:
+LINGER_SECONDS = 0.005  # Kafka's linger.ms default: how long a paused writer may make us wait
+
+
+def _stdin_ready(fd: int, timeout: float = LINGER_SECONDS) -> bool:
+    """True if more input arrives within ``timeout`` (a pipe refilling, not a paused writer)."""
     try:
-        r, _, _ = select.select([0], [], [], 0)
+        r, _, _ = select.select([fd], [], [], timeout)
         return bool(r)
     except (OSError, ValueError):
         return True
+
+
+def _widen_pipe(fd: int) -> None:
+    """Ask for a 1 MiB pipe buffer so each read takes a large slice of a fast writer's output."""
+    try:
+        import fcntl
+
+        fcntl.fcntl(fd, 1031, READ_CHUNK)  # F_SETPIPE_SZ (Linux); harmless to fail elsewhere
+    except (OSError, ValueError, AttributeError):
+        pass
 
 
 def run_produce(st: State, topic: str, values: list[str], key: str | None, key_separator: str | None,
@@ -115,6 +129,9 @@ def run_produce(st: State, topic: str, values: list[str], key: str | None, key_s
         out.flush()
 
     started = time.monotonic()
+    from kctl.cli.progress import Progress
+
+    progress = Progress("produced", enabled=sys.stderr.isatty() and not values)
     producer = Producer(st.data_dir, acks=acks, compression=compression, timeout=timeout, on_delivery=on_delivery)
     count = 0
     simple = key_b is None and sep is None and not headers and not null_empty and partition is None
@@ -138,6 +155,7 @@ def run_produce(st: State, topic: str, values: list[str], key: str | None, key_s
             fd = sys.stdin.fileno() if sys.stdin is not None else -1
             if fd < 0:
                 raise InvalidArgumentError("no VALUE arguments and no stdin to read records from")
+            _widen_pipe(fd)
             rest = b""
             while True:
                 chunk = os.read(fd, READ_CHUNK)
@@ -153,6 +171,7 @@ def run_produce(st: State, topic: str, values: list[str], key: str | None, key_s
                 rest = parts.pop()
                 if parts:
                     count += len(parts)
+                    progress.tick(len(parts), len(chunk))
                     if simple:
                         producer.send_values(topic, parts)  # type: ignore[arg-type]
                     elif sep is not None:
@@ -165,7 +184,7 @@ def run_produce(st: State, topic: str, values: list[str], key: str | None, key_s
                     else:
                         for line in parts:
                             send_one(line, key_b)
-                if not _stdin_ready():
+                if not _stdin_ready(fd):
                     # the writer paused (an interactive terminal, a slow pipe): send what we have
                     producer.seal_all()
                     producer._poll_inflight()
@@ -181,6 +200,7 @@ def run_produce(st: State, topic: str, values: list[str], key: str | None, key_s
         producer.flush()
     finally:
         producer.close()
+        progress.close()
     elapsed = time.monotonic() - started
     if sys.stderr.isatty() and not as_json:
         st.info(f"[dim]{count} records, {len(partitions_used)} partitions, {elapsed:.2f} s[/]")
