@@ -493,6 +493,95 @@ def _corrupt(header: BatchHeader, problem: str) -> CorruptRecordError:
     return CorruptRecordError(f"batch at offset {header.base_offset} is malformed: {problem}")
 
 
+def _varint_bytes(value: int) -> bytes:
+    """Unsigned base-128 varint of an already zig-zagged value."""
+    out = bytearray()
+    while value >= 0x80:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+_OFFSET_DELTA_COLUMNS: dict[tuple[int, int], tuple[bytes, ...]] = {}
+
+
+def _offset_delta_columns(first: int, n: int) -> tuple[bytes, ...]:
+    """Column j of the offset-delta varints of records first..first+n-1 (all the same width)."""
+    key = (first, n)
+    cols = _OFFSET_DELTA_COLUMNS.get(key)
+    if cols is None:
+        encoded = [_varint_bytes(2 * i) for i in range(first, first + n)]
+        width = len(encoded[0])
+        cols = tuple(bytes(e[j] for e in encoded) for j in range(width))
+        if len(_OFFSET_DELTA_COLUMNS) < 256:
+            _OFFSET_DELTA_COLUMNS[key] = cols
+    return cols
+
+
+def _uniform_values(data: bytes, count: int) -> list[bytes] | None:
+    """The values of a records section whose records are all alike: null keys, no headers, one
+    timestamp, offset deltas 0, 1, 2..., and values of one length (fixed-size payloads).
+
+    Such records sit at a fixed stride within each run of equal-width offset deltas (0-63 take
+    one varint byte, 64-8191 two), so every fixed field is checked with one strided slice per
+    column (a comparison in C, no per-record Python) and the values are sliced at the stride.
+    Anything else returns None and takes the general fast path.
+    """
+    if count < 2 or count > 8192 or len(data) < 9:
+        return None
+    try:
+        # the first record: length varint (1 or 2 bytes), attributes, timestampDelta,
+        # offsetDelta 0, a null key, then the value length
+        lb = 1 if data[0] < 0x80 else (2 if data[1] < 0x80 else 0)
+        if not lb or data[lb] != 0 or data[lb + 1] != 0 or data[lb + 2] != 0 or data[lb + 3] != 1:
+            return None
+        vbyte = data[lb + 4]
+        if vbyte < 0x80:
+            zz_v, vl = vbyte, 1
+        elif data[lb + 5] < 0x80:
+            zz_v, vl = (vbyte & 0x7F) | (data[lb + 5] << 7), 2
+        else:
+            return None
+    except IndexError:
+        return None
+    if zz_v & 1:
+        return None
+    vlen = zz_v >> 1
+    vlen_bytes = _varint_bytes(zz_v)
+    values: list[bytes] = []
+    base = 0
+    for first, last in ((0, min(count, 64)), (64, count)):
+        n = last - first
+        if n <= 0:
+            continue
+        od = len(_varint_bytes(2 * first))
+        body = 4 + od + vl + vlen
+        length_bytes = _varint_bytes(2 * body)
+        stride = len(length_bytes) + body
+        end = base + n * stride
+        if end > len(data):
+            return None
+        fixed = length_bytes + b"\x00\x00"
+        for j, byte in enumerate(fixed):
+            if data[base + j:end:stride] != bytes((byte,)) * n:
+                return None
+        col = base + len(fixed)
+        for j, expected in enumerate(_offset_delta_columns(first, n)):
+            if data[col + j:end:stride] != expected:
+                return None
+        col += od
+        for j, byte in enumerate(b"\x01" + vlen_bytes):
+            if data[col + j:end:stride] != bytes((byte,)) * n:
+                return None
+        col += 1 + vl
+        if data[col + vlen:end:stride] != bytes(n):  # headerCount 0 after each value
+            return None
+        values.extend(map(data.__getitem__, map(slice, range(col, end, stride), range(col + vlen, end + vlen, stride))))
+        base = end
+    return values if base == len(data) else None
+
+
 def _common_shape(data: bytes, count: int) -> tuple[list[bytes] | None, list[bytes]] | None:
     """``(keys, values)`` of a records section in a common shape, or None if it is in neither.
 
@@ -557,7 +646,8 @@ def decode_batch(
     With LogAppendTime set, every record's timestamp is the batch's ``max_timestamp``, as in Kafka.
     """
     header, data = _batch_records(buf, pos, verify_crc)
-    shape = _common_shape(data, header.records_count)
+    uniform = _uniform_values(data, header.records_count)
+    shape = (None, uniform) if uniform is not None else _common_shape(data, header.records_count)
     if shape is None:
         return header, _decode_records(header, data)
     keys, values = shape
@@ -710,6 +800,9 @@ def decode_values(
 ) -> tuple[BatchHeader, list[bytes | None]]:
     """The header and just the record values, in order (the consumer's plain-output path)."""
     header, data = _batch_records(buf, pos, verify_crc)
+    uniform = _uniform_values(data, header.records_count)
+    if uniform is not None:
+        return header, uniform  # type: ignore[return-value]
     shape = _common_shape(data, header.records_count)
     if shape is not None:
         return header, shape[1]  # type: ignore[return-value]
