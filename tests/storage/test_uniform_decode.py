@@ -15,7 +15,7 @@ from kctl.storage import records as R
 def test_uniform_values_match_the_encoded_values(count, size, fill):
     values = [fill * size] * count
     batch = R.encode_batch(values, timestamp=5)
-    header, data = R._batch_records(batch, 0, True)
+    _header, data = R._batch_records(batch, 0, True)
     got = R._uniform_values(data, count)
     assert got == values
     assert R.decode_values(batch)[1] == values
