@@ -39,7 +39,9 @@ def _parser():  # type: ignore[no-untyped-def]
         def error(self, message: str) -> None:  # type: ignore[override]
             raise _Fallback(message)
 
-    p = Parser(prog="kctl produce", add_help=False, allow_abbrev=False)
+    # a fixed width keeps argparse from importing shutil to measure the terminal
+    p = Parser(prog="kctl produce", add_help=False, allow_abbrev=False,
+               formatter_class=lambda prog: argparse.HelpFormatter(prog, width=100))
     p.add_argument("topic")
     p.add_argument("values", nargs="*")
     for dest, (flags, extra) in PRODUCE_OPTIONS.items():
