@@ -422,6 +422,30 @@ def _records_after_zero(
         return None
 
 
+def _encode_record(timestamp_delta: int, offset_delta: int, key: bytes | None, value: bytes | None,
+                   headers: Sequence[tuple[str, bytes | None]]) -> bytes:
+    """One record, length prefix included, for any field values (the general, slow path)."""
+    parts = [b"\x00", zigzag_varint(timestamp_delta), zigzag_varint(offset_delta)]
+    for field_bytes in (key, value):
+        if field_bytes is None:
+            parts.append(b"\x01")
+        else:
+            parts.append(zigzag_varint(len(field_bytes)))
+            parts.append(bytes(field_bytes))
+    parts.append(zigzag_varint(len(headers)))
+    for name, header_value in headers:
+        encoded_name = name.encode()
+        parts.append(zigzag_varint(len(encoded_name)))
+        parts.append(encoded_name)
+        if header_value is None:
+            parts.append(b"\x01")
+        else:
+            parts.append(zigzag_varint(len(header_value)))
+            parts.append(bytes(header_value))
+    body = b"".join(parts)
+    return zigzag_varint(len(body)) + body
+
+
 def _encode_records(
     values: Sequence[bytes | None],
     keys: Sequence[bytes | None] | None,
@@ -429,36 +453,10 @@ def _encode_records(
     deltas: Sequence[int] | None,
 ) -> bytes:
     """The records section for any field values (one record at a time)."""
-    out: list[bytes] = []
-    for index, value in enumerate(values):
-        parts = [b"\x00", zigzag_varint(deltas[index]) if deltas is not None else b"\x00"]
-        parts.append(zigzag_varint(index))
-        key = None if keys is None else keys[index]
-        if key is None:
-            parts.append(b"\x01")
-        else:
-            parts.append(zigzag_varint(len(key)))
-            parts.append(bytes(key))
-        if value is None:
-            parts.append(b"\x01")
-        else:
-            parts.append(zigzag_varint(len(value)))
-            parts.append(bytes(value))
-        record_headers = () if headers is None else headers[index]
-        parts.append(zigzag_varint(len(record_headers)))
-        for name, header_value in record_headers:
-            encoded_name = name.encode()
-            parts.append(zigzag_varint(len(encoded_name)))
-            parts.append(encoded_name)
-            if header_value is None:
-                parts.append(b"\x01")
-            else:
-                parts.append(zigzag_varint(len(header_value)))
-                parts.append(bytes(header_value))
-        body = b"".join(parts)
-        out.append(zigzag_varint(len(body)))
-        out.append(body)
-    return b"".join(out)
+    return b"".join(
+        _encode_record(0 if deltas is None else deltas[index], index, None if keys is None else keys[index],
+                       value, () if headers is None else headers[index])
+        for index, value in enumerate(values))
 
 
 # -- decoding ---------------------------------------------------------------------------------
@@ -925,29 +923,8 @@ def encode_batch_with_deltas(
         base_timestamp = records[0][1]
         if max_timestamp is None:
             max_timestamp = max(record[1] for record in records)
-        out: list[bytes] = []
-        for delta, timestamp, key, value, record_headers in records:
-            parts = [b"\x00", zigzag_varint(timestamp - base_timestamp), zigzag_varint(delta)]
-            for field_bytes in (key, value):
-                if field_bytes is None:
-                    parts.append(b"\x01")
-                else:
-                    parts.append(zigzag_varint(len(field_bytes)))
-                    parts.append(bytes(field_bytes))
-            parts.append(zigzag_varint(len(record_headers)))
-            for name, header_value in record_headers:
-                encoded_name = name.encode()
-                parts.append(zigzag_varint(len(encoded_name)))
-                parts.append(encoded_name)
-                if header_value is None:
-                    parts.append(b"\x01")
-                else:
-                    parts.append(zigzag_varint(len(header_value)))
-                    parts.append(bytes(header_value))
-            body = b"".join(parts)
-            out.append(zigzag_varint(len(body)))
-            out.append(body)
-        section = b"".join(out)
+        section = b"".join(_encode_record(timestamp - base_timestamp, delta, key, value, record_headers)
+                           for delta, timestamp, key, value, record_headers in records)
         codec = attributes & COMPRESSION_MASK
         if codec:
             section = compress(Compression(codec), section)
