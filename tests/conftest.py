@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.procs import pids_naming
+
 # Fast failure detection for tests; every other setting keeps Kafka's default.
 FAST_SETTINGS = {
     "broker.session.timeout.ms": "2000",
@@ -26,20 +28,8 @@ KCTL = [sys.executable, "-m", "kctl"]
 
 
 def _pids_using(data_dir: str) -> list[int]:
-    """Every process whose command line names ``data_dir`` (brokers, consumers, connectors)."""
-    pids = []
-    me = os.getpid()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == me:
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                cmd = f.read().replace(b"\0", b" ")
-        except OSError:
-            continue
-        if data_dir.encode() in cmd and b"kctl" in cmd:
-            pids.append(int(entry))
-    return pids
+    """Every kctl process whose command line names ``data_dir`` (brokers, consumers, connectors)."""
+    return pids_naming(data_dir, b"kctl")
 
 
 def kill_everything(data_dir: str) -> list[int]:

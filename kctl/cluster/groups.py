@@ -54,7 +54,7 @@ from typing import Any
 from kctl.cluster.assignors import ASSIGNORS, Subscription, TopicPartition, assign
 from kctl.cluster.config import broker_settings
 from kctl.cluster.layout import ClusterLayout
-from kctl.cluster.locks import LockProbe, is_held, lock_holder_pids
+from kctl.cluster.locks import LockProbe, flock_exclusive, is_held, lock_holder_pids
 from kctl.cluster.metadata import ClusterMetadata, Event, MetadataStore, now_ms
 from kctl.errors import (
     GroupError,
@@ -163,21 +163,10 @@ class _Section:
     @contextlib.contextmanager
     def hold(self, timeout: float = 30.0) -> Iterator[None]:
         deadline = time.monotonic() + timeout
-        delay = 0.0005
         while True:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
             try:
-                while True:
-                    try:
-                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                        break
-                    except BlockingIOError:
-                        if time.monotonic() >= deadline:
-                            raise KctlTimeoutError(
-                                f"timed out after {timeout:g}s waiting for the {self.what} lock "
-                                f"({self.path})") from None
-                        time.sleep(delay)
-                        delay = min(delay * 2, 0.005)
+                flock_exclusive(fd, max(0.0, deadline - time.monotonic()), self.what, self.path)
                 try:
                     same = os.path.samestat(os.fstat(fd), os.stat(self.path))
                 except FileNotFoundError:

@@ -169,6 +169,27 @@ def lock_holder_pids(path: str) -> set[int]:
     return pids
 
 
+def flock_exclusive(fd: int, timeout: float, what: str, path: str) -> None:
+    """Take an exclusive ``flock`` on ``fd``: one try, then retries with a back-off growing from
+    0.2 ms to 5 ms (not filelock's 50 ms poll) until ``timeout``, then a clear timeout error."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return
+    except BlockingIOError:
+        pass
+    deadline = time.monotonic() + timeout
+    pause = 0.0002
+    while True:
+        time.sleep(pause)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise KctlTimeoutError(f"timed out after {timeout:g}s waiting for the {what} lock ({path})") from None
+            pause = min(pause * 2, 0.005)
+
+
 class AppendLock:
     """A replica's append lock: a short exclusive ``flock`` taken around every batch.
 
@@ -186,21 +207,7 @@ class AppendLock:
         if self._fd < 0:
             self._fd = _open_lock_file(self.path)
         fd = self._fd
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            deadline = time.monotonic() + timeout
-            pause = 0.0002
-            while True:
-                time.sleep(pause)
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() >= deadline:
-                        raise KctlTimeoutError(
-                            f"timed out after {timeout:g}s waiting for the {self.what} lock {self.path}") from None
-                    pause = min(pause * 2, 0.005)
+        flock_exclusive(fd, timeout, self.what, self.path)
         try:
             yield
         finally:

@@ -38,6 +38,7 @@ from typing import Any
 from tests.chaos.checker import CheckResult, check
 from tests.chaos.history import HistoryWriter, read_history, read_jsonl
 from tests.chaos.nemesis import BROKER_FAULTS, REPO, Nemesis, Worker, Workers
+from tests.procs import pids_naming
 
 CHAOS_RUNS = os.path.join(REPO, "chaos-runs")
 
@@ -109,23 +110,12 @@ def _now_tag() -> str:
 
 def _kill_leftovers(data_dir: str) -> list[int]:
     """SIGKILL every process whose command line names ``data_dir`` (all of them ours)."""
-    found = []
-    me = os.getpid()
-    needle = os.path.abspath(data_dir).encode()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == me:
-            continue
+    found = pids_naming(os.path.abspath(data_dir))
+    for pid in found:
         try:
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                cmd = f.read().replace(b"\0", b" ")
-        except OSError:
-            continue
-        if needle in cmd:
-            found.append(int(entry))
-            try:
-                os.kill(int(entry), signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
     return found
 
 
